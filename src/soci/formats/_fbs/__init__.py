@@ -1,0 +1,1 @@
+"""Generated FlatBuffers code (flatc --python); regenerate with scripts/gen-flatbuffers.sh."""
