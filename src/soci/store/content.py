@@ -55,16 +55,16 @@ class ContentStore:
     def path(self, digest: str) -> Path:
         return self.root / "blobs" / "sha256" / digest_hex(digest)
 
-    def has(self, digest: str) -> bool:
+    def has_blob(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
-    def size(self, digest: str) -> int:
+    def blob_size(self, digest: str) -> int:
         try:
             return self.path(digest).stat().st_size
         except FileNotFoundError:
             raise NotFound(f"blob {digest} not found in {self.root}") from None
 
-    def read(self, digest: str, *, verify: bool = True) -> bytes:
+    def read_blob(self, digest: str, *, verify: bool = True) -> bytes:
         try:
             data = self.path(digest).read_bytes()
         except FileNotFoundError:
@@ -75,13 +75,13 @@ class ContentStore:
                 raise DataLoss(f"blob {digest} in {self.root} is corrupt: content hashes to {actual}")
         return data
 
-    def open(self, digest: str) -> BinaryIO:
+    def open_blob(self, digest: str) -> BinaryIO:
         try:
             return open(self.path(digest), "rb")
         except FileNotFoundError:
             raise NotFound(f"blob {digest} not found in {self.root}") from None
 
-    def write(self, data: bytes, expected_digest: str | None = None) -> str:
+    def write_blob(self, data: bytes, expected_digest: str | None = None) -> str:
         """Store ``data``; return its digest. With ``expected_digest``, refuse content that does not match."""
         return self.write_chunks([data], expected_digest)
 
@@ -91,7 +91,7 @@ class ContentStore:
     def write_chunks(self, chunks: Iterable[bytes], expected_digest: str | None = None) -> str:
         if expected_digest is not None:
             parse_digest(expected_digest)
-            if self.has(expected_digest):
+            if self.has_blob(expected_digest):
                 for _ in chunks:  # drain producers that expect to be consumed
                     pass
                 return expected_digest
@@ -117,14 +117,14 @@ class ContentStore:
                 os.unlink(tmp)
             raise
 
-    def delete(self, digest: str) -> bool:
+    def delete_blob(self, digest: str) -> bool:
         try:
             self.path(digest).unlink()
             return True
         except FileNotFoundError:
             return False
 
-    def digests(self) -> Iterator[str]:
+    def blob_digests(self) -> Iterator[str]:
         blob_dir = self.root / "blobs" / "sha256"
         if not blob_dir.is_dir():
             return
