@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -82,6 +82,7 @@ class RegistryClient:
         hosts: endpoints to use; default: ``resolve_hosts(domain, hosts_dir=..., plain_http=..., skip_verify=...)``.
         credentials: where to find credentials when a registry asks; None means anonymous.
         transport: a shared transport; by default the client makes (and closes) its own.
+        clock: monotonic seconds for token expiry (injectable for tests).
     """
 
     def __init__(
@@ -96,6 +97,7 @@ class RegistryClient:
         transport: AiohttpTransport | None = None,
         transport_options: TransportOptions | None = None,
         options: ClientOptions | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.domain = domain
         self.hosts: tuple[RegistryHost, ...] = tuple(
@@ -106,7 +108,7 @@ class RegistryClient:
         self._owns_transport = transport is None
         self._transport = transport or AiohttpTransport(transport_options)
         self.options = options or ClientOptions()
-        self.authorizer = Authorizer(self._transport, credentials)
+        self.authorizer = Authorizer(self._transport, credentials, clock=clock)
         self._down_until: dict[str, float] = {}
         self._referrers_api: dict[str, bool] = {}
         self._referrer_locks: dict[tuple[str, str], asyncio.Lock] = {}
