@@ -32,6 +32,7 @@ OAUTH_CLIENT_ID = "soci-py"
 _MAX_TOKEN_RESPONSE_BYTES = 1 << 20
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_UNQUOTED_RE = re.compile(r"[^,\s]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +93,9 @@ def _read_value(text: str, pos: int) -> tuple[str, int]:
             out.append(text[pos])
             pos += 1
         return "".join(out), pos + 1
-    match = _TOKEN_RE.match(text, pos)
-    if not match:
-        return "", pos
+    # unquoted: RFC 7235 wants a token, but registries send URLs unquoted too; read up to a separator
+    match = _UNQUOTED_RE.match(text, pos)
+    assert match is not None
     return match.group(), match.end()
 
 

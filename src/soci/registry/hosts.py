@@ -189,10 +189,14 @@ def _parse_host(url: str, config: Any, base_dir: Path, path: Path) -> RegistryHo
     scheme, host, api_path = "", "", "/v2"
     override_path = _typed(config, "override_path", bool, False, path)
     if url:
-        if not url.startswith("http"):
+        if "://" not in url:
             url = "https://" + url
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        try:
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 1) > 0
+        except ValueError:
+            valid = False
+        if not valid:
             raise InvalidArgument(f"{path}: bad host URL {url!r}")
         scheme, host = parts.scheme, parts.netloc
         clean = str(PurePosixPath(parts.path)) if parts.path else ""
