@@ -10,8 +10,10 @@ import click
 from soci import __version__
 from soci.cli._common import GlobalOptions
 from soci.cli.convert import convert
+from soci.cli.create import create
 from soci.cli.index import index
 from soci.cli.prefetch import prefetch
+from soci.cli.push import push
 from soci.cli.rebuild_db import rebuild_db
 from soci.cli.ztoc import ztoc
 from soci.store import DEFAULT_ROOT
@@ -47,6 +49,8 @@ def cli(
 
 
 cli.add_command(convert)
+cli.add_command(create)
+cli.add_command(push)
 cli.add_command(index)
 cli.add_command(ztoc)
 cli.add_command(prefetch)
