@@ -115,5 +115,5 @@ def test_unreadable_ca_is_reported(tmp_path: Path) -> None:
     (tmp_path / "r.example").mkdir()
     (tmp_path / "r.example" / "hosts.toml").write_text('ca = "missing.crt"\n')
     [host] = resolve_hosts("r.example", hosts_dir=tmp_path)
-    with pytest.raises(InvalidArgument, match="missing.crt"):
+    with pytest.raises(InvalidArgument, match=r"missing\.crt"):
         _ = host.ssl_context

@@ -57,7 +57,9 @@ def test_same_origin() -> None:
         (416, (), InvalidArgument, False),
     ],
 )
-def test_status_maps_to_error_class(status: int, codes: tuple[str, ...], kind: type[Exception], temporary: bool) -> None:
+def test_status_maps_to_error_class(
+    status: int, codes: tuple[str, ...], kind: type[Exception], temporary: bool
+) -> None:
     body = json.dumps({"errors": [{"code": c, "message": "m", "detail": {"x": 1}} for c in codes]}).encode()
     error = error_from_response("GET", "https://r.example/v2/a/blobs/x?token=SECRET", status, "Reason", body)
     assert isinstance(error, kind) and isinstance(error, RegistryError)
