@@ -15,7 +15,9 @@ def test_bearer_challenge_with_quoted_params() -> None:
 
 def test_several_challenges_escapes_and_tokens() -> None:
     challenges = parse_www_authenticate(
-        ['Basic realm="a \\"quoted\\" realm", charset=UTF-8, Bearer realm=https://t.example/x,error="insufficient_scope"']
+        [
+            'Basic realm="a \\"quoted\\" realm", charset=UTF-8, Bearer realm=https://t.example/x,error="insufficient_scope"'
+        ]
     )
     assert [c.scheme for c in challenges] == ["basic", "bearer"]
     assert challenges[0].params == {"realm": 'a "quoted" realm', "charset": "UTF-8"}

@@ -26,7 +26,9 @@ def client_for(registry: RegistryServer, **kwargs: object) -> RegistryClient:
     return RegistryClient(registry.host, hosts=resolve_hosts(registry.host, plain_http=True), **kwargs)  # type: ignore[arg-type]
 
 
-def image_manifest(config_digest: str, layers: list[tuple[str, int]], subject: dict[str, object] | None = None) -> bytes:
+def image_manifest(
+    config_digest: str, layers: list[tuple[str, int]], subject: dict[str, object] | None = None
+) -> bytes:
     manifest: dict[str, object] = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -78,7 +80,9 @@ async def test_wrong_digest_upload_is_data_loss(plain_registry: RegistryServer, 
             await client.push_blob(repo, digest_of(b"x"), b"x", size=2)
 
 
-async def test_chunked_upload_from_bytes_file_and_stream(plain_registry: RegistryServer, repo: str, tmp_path: Path) -> None:
+async def test_chunked_upload_from_bytes_file_and_stream(
+    plain_registry: RegistryServer, repo: str, tmp_path: Path
+) -> None:
     options = ClientOptions(monolithic_upload_max_bytes=100_000, upload_chunk_bytes=64 * 1024)
     data = os.urandom(333_333)
     path = tmp_path / "blob"
@@ -127,7 +131,11 @@ async def test_manifests_by_tag_and_digest(plain_registry: RegistryServer, repo:
         assert digest == digest_of(manifest)
         assert await client.get_manifest(repo, "v1") == (manifest, OCI_MANIFEST, digest)
         assert await client.get_manifest(repo, digest) == (manifest, OCI_MANIFEST, digest)
-        assert await client.head_manifest(repo, "v1") == {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest)}
+        assert await client.head_manifest(repo, "v1") == {
+            "mediaType": OCI_MANIFEST,
+            "digest": digest,
+            "size": len(manifest),
+        }
         index = encode_index([{"mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest)}])
         index_digest = await client.put_manifest(repo, digest_of(index), index, OCI_INDEX)
         assert (await client.get_manifest(repo, index_digest))[1] == OCI_INDEX
@@ -147,7 +155,11 @@ async def test_docker_manifest_media_type_is_reported(plain_registry: RegistrySe
         {
             "schemaVersion": 2,
             "mediaType": DOCKER_MANIFEST,
-            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": config_digest, "size": len(config)},
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "digest": config_digest,
+                "size": len(config),
+            },
             "layers": [],
         }
     ).encode()
@@ -158,7 +170,7 @@ async def test_docker_manifest_media_type_is_reported(plain_registry: RegistrySe
 
 
 async def test_list_tags_follows_pagination(plain_registry: RegistryServer, repo: str) -> None:
-    digest, manifest = plain_registry.push_image(repo, "t0", [b"layer"])
+    _, manifest = plain_registry.push_image(repo, "t0", [b"layer"])
     for number in range(1, 7):
         plain_registry.push_manifest(repo, f"t{number}", manifest)
     async with client_for(plain_registry, options=ClientOptions(tags_page_size=2)) as client:
@@ -236,9 +248,13 @@ async def test_concurrent_add_referrer_keeps_every_referrer(plain_registry: Regi
     descriptors = []
     for n in range(len(writers) * 2):
         ztoc = f"ztoc {n}".encode()
-        manifest = image_manifest(config_digest, [(plain_registry.push_blob(repo, ztoc), len(ztoc))], subject_descriptor)
+        manifest = image_manifest(
+            config_digest, [(plain_registry.push_blob(repo, ztoc), len(ztoc))], subject_descriptor
+        )
         digest = plain_registry.push_manifest(repo, digest_of(manifest), manifest)
-        descriptors.append({"mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest), "artifactType": ARTIFACT_TYPE})
+        descriptors.append(
+            {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest), "artifactType": ARTIFACT_TYPE}
+        )
     try:
         await asyncio.gather(
             *(writers[n % len(writers)].add_referrer(repo, subject_digest, d) for n, d in enumerate(descriptors))

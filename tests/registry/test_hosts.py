@@ -27,9 +27,9 @@ def test_mirrors_in_file_order_then_server(tmp_path: Path) -> None:
     directory.mkdir()
     (directory / "hosts.toml").write_text(
         'server = "https://r.example"\n'
-        "[host.\"http://zz-mirror:5000\"]\n"
+        '[host."http://zz-mirror:5000"]\n'
         'capabilities = ["pull"]\n'
-        "[host.\"aa-mirror.example/prefix\"]\n"
+        '[host."aa-mirror.example/prefix"]\n'
         'capabilities = ["pull", "resolve"]\n'
         "skip_verify = true\n"
         '[host."https://custom.example/api"]\n'
@@ -97,7 +97,7 @@ def test_hosts_toml_without_server_keeps_default_endpoint(tmp_path: Path) -> Non
     [
         "server = 1\n",
         'capabilities = ["fly"]\n',
-        "skip_verify = \"yes\"\n",
+        'skip_verify = "yes"\n',
         "ca = 3\n",
         'client = [["only-one"]]\n',
         "not toml [[[\n",

@@ -321,9 +321,7 @@ class RegistryClient:
                     if response.status == 206:
                         first, _, _ = _parse_content_range(response)
                         if first != received:
-                            raise BrokenBody(
-                                f"blob {repo}@{digest}: server resumed at byte {first}, not {received}"
-                            )
+                            raise BrokenBody(f"blob {repo}@{digest}: server resumed at byte {first}, not {received}")
                     async for chunk in response.iter_chunks():
                         if skip:
                             dropped = min(skip, len(chunk))

@@ -126,7 +126,7 @@ def host_dir_candidates(root: Path, domain: str) -> list[Path]:
     candidates: list[Path] = []
     colon = domain.rfind(":")
     if colon > 0:
-        candidates.append(root / f"{domain[:colon]}_{domain[colon + 1:]}_")
+        candidates.append(root / f"{domain[:colon]}_{domain[colon + 1 :]}_")
     candidates += [root / domain, root / "_default"]
     return candidates
 

@@ -449,9 +449,7 @@ class AiohttpTransport:
             opened = body.open("rb")
             data = opened
         try:
-            call = session.request(
-                method, url, headers=headers, data=data, ssl=ssl_context, allow_redirects=False
-            )
+            call = session.request(method, url, headers=headers, data=data, ssl=ssl_context, allow_redirects=False)
             if quick:
                 async with asyncio.timeout(self.options.response_header_timeout_msec / 1000):
                     raw = await call

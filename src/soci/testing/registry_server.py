@@ -573,9 +573,7 @@ class RegistryServer:
         location = headers.get("Location") or headers.get("location") or ""
         separator = "&" if "?" in location else "?"
         target = f"{location}{separator}digest={urllib.parse.quote(digest)}"
-        status, _, body = self._repo_request(
-            "PUT", repo, target, data, {"Content-Type": "application/octet-stream"}
-        )
+        status, _, body = self._repo_request("PUT", repo, target, data, {"Content-Type": "application/octet-stream"})
         if status != 201:
             raise RuntimeError(f"blob upload to {repo} failed: {status} {body[:200]!r}")
         return digest
