@@ -263,7 +263,7 @@ async def test_concurrent_add_referrer_keeps_every_referrer(plain_registry: Regi
     finally:
         for client in clients:
             await client.aclose()
-    assert sorted(d["digest"] for d in found) == sorted(d["digest"] for d in descriptors)
+    assert sorted(str(d["digest"]) for d in found) == sorted(str(d["digest"]) for d in descriptors)
 
 
 def test_encode_index_uses_go_field_order_and_escapes() -> None:
