@@ -1,0 +1,50 @@
+#!/bin/sh
+# Build the interop tools from upstream SOCI's Go modules (fetched from the Go module proxy) into
+# interop/.cache/bin/. Usage: interop/build.sh [soci-golden] [soci] [soci-snapshotter-grpc]  (default: all)
+# A tool is rebuilt only when its inputs (go.mod, go.sum, our Go sources, this script, the Go version) change.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+cache="$here/.cache"
+bin="$cache/bin"
+
+PATH="$PATH:/usr/local/go/bin"
+GOPATH="$cache/gopath"
+GOMODCACHE="$cache/gopath/pkg/mod"
+GOCACHE="$cache/gocache"
+GOFLAGS=-mod=mod
+CGO_ENABLED=1
+export PATH GOPATH GOMODCACHE GOCACHE GOFLAGS CGO_ENABLED
+
+command -v go >/dev/null || { echo "build.sh: Go toolchain not found (looked in PATH and /usr/local/go/bin)" >&2; exit 1; }
+# upstream's zinfo C code links `-l:libz.a`; on Debian that static library comes from zlib1g-dev
+libz=$(cc -print-file-name=libz.a)
+[ -f "$libz" ] || { echo "build.sh: static zlib (libz.a) not found; install zlib1g-dev" >&2; exit 1; }
+
+targets=${*:-"soci-golden soci soci-snapshotter-grpc"}
+mkdir -p "$bin"
+cd "$here"
+
+inputs_hash() {
+    { go version; cat go.mod go.sum build.sh; find cmd -name '*.go' | sort | xargs cat; } | sha256sum | cut -d' ' -f1
+}
+
+upstream_version=$(go list -m -f '{{.Version}}' github.com/awslabs/soci-snapshotter)
+ldflags="-X github.com/awslabs/soci-snapshotter/version.Version=$upstream_version"
+
+for t in $targets; do
+    case "$t" in
+        soci-golden) pkg=./cmd/soci-golden ;;
+        soci) pkg=github.com/awslabs/soci-snapshotter/cmd/soci ;;
+        soci-snapshotter-grpc) pkg=github.com/awslabs/soci-snapshotter/cmd/soci-snapshotter-grpc ;;
+        *) echo "build.sh: unknown target $t" >&2; exit 2 ;;
+    esac
+    want=$(inputs_hash)
+    if [ -x "$bin/$t" ] && [ -f "$bin/$t.stamp" ] && [ "$(cat "$bin/$t.stamp")" = "$want" ]; then
+        continue
+    fi
+    echo "build.sh: building $t (upstream $upstream_version, zlib $libz)" >&2
+    go build -trimpath -ldflags "$ldflags" -o "$bin/$t.tmp" "$pkg"
+    mv "$bin/$t.tmp" "$bin/$t"
+    echo "$want" > "$bin/$t.stamp"
+done
