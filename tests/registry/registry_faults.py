@@ -16,7 +16,7 @@ from aiohttp import web
 
 FaultKind = Literal["status", "drop", "flip", "ignore_range", "redirect"]
 
-_HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
+_HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 _COPY_BACK = ("Content-Type", "Content-Range", "Docker-Content-Digest", "Location", "WWW-Authenticate", "Accept-Ranges")
 
 

@@ -482,7 +482,7 @@ class RegistryServer:
 
     def _answers(self) -> bool:
         try:
-            status, _, _ = self._http("GET", "/v2/", timeout=1.0)
+            status, _, _ = self.http_request("GET", "/v2/", timeout=1.0)
         except OSError:
             return False
         return status in (200, 401)
@@ -532,7 +532,7 @@ class RegistryServer:
             return "Bearer " + self.token_server.mint("admin", access)
         return None
 
-    def _http(
+    def http_request(
         self,
         method: str,
         target: str,
@@ -540,6 +540,7 @@ class RegistryServer:
         headers: Mapping[str, str] | None = None,
         timeout: float = 30.0,
     ) -> tuple[int, Mapping[str, str], bytes]:
+        """One plain request to the registry (``target`` a path or URL): ``(status, headers, body)``."""
         parts = urllib.parse.urlsplit(target)
         host = parts.netloc or self.host
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -562,7 +563,7 @@ class RegistryServer:
         authorization = self.admin_authorization(repo)
         if authorization:
             all_headers["Authorization"] = authorization
-        return self._http(method, target, body, all_headers)
+        return self.http_request(method, target, body, all_headers)
 
     def push_blob(self, repo: str, data: bytes) -> str:
         """Upload ``data`` as a blob of ``repo`` (monolithic) and return its digest."""
