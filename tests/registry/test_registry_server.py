@@ -27,7 +27,7 @@ def test_start_and_stop_by_pid() -> None:
     status, _, body = server.http_request("GET", "/v2/")
     assert (status, body) == (200, b"{}")
     server.stop()
-    assert not pid_alive(pid) or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    assert not pid_alive(pid)
     assert not workdir.exists()
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0

@@ -539,8 +539,11 @@ class RegistryServer:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float = 30.0,
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        """One plain request to the registry (``target`` a path or URL): ``(status, headers, body)``."""
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """One plain request to the registry (``target`` a path or URL): ``(status, headers, body)``.
+
+        The headers object looks names up case-insensitively.
+        """
         parts = urllib.parse.urlsplit(target)
         host = parts.netloc or self.host
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -552,13 +555,13 @@ class RegistryServer:
         try:
             connection.request(method, path, body=body, headers=dict(headers or {}))
             response = connection.getresponse()
-            return response.status, dict(response.getheaders()), response.read()
+            return response.status, response.msg, response.read()
         finally:
             connection.close()
 
     def _repo_request(
         self, method: str, repo: str, target: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
-    ) -> tuple[int, Mapping[str, str], bytes]:
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
         all_headers = dict(headers or {})
         authorization = self.admin_authorization(repo)
         if authorization:
@@ -571,7 +574,7 @@ class RegistryServer:
         status, headers, body = self._repo_request("POST", repo, f"/v2/{repo}/blobs/uploads/", b"")
         if status != 202:
             raise RuntimeError(f"blob upload to {repo} not started: {status} {body[:200]!r}")
-        location = headers.get("Location") or headers.get("location") or ""
+        location = headers.get("Location") or ""
         separator = "&" if "?" in location else "?"
         target = f"{location}{separator}digest={urllib.parse.quote(digest)}"
         status, _, body = self._repo_request("PUT", repo, target, data, {"Content-Type": "application/octet-stream"})
