@@ -205,12 +205,24 @@ def all_types_tar(_: Path) -> bytes:
         entry("legacy-regular", tarfile.AREGTYPE, data=b"V7 style\n"),
         entry("mode-with-type-bits", data=b"x"),
         entry("./dot-slash", data=b"relative\n"),
-        entry("/absolute", data=b"absolute\n"),
+        entry("dir/./dot-inside/../x", data=b"not clean but inside\n"),
         entry("dir/file-again.txt", data=text_data(2, 700)),
     ]
     tar = build_tar(entries, tarfile.USTAR_FORMAT)
     # Some writers put the file type into the mode field (0o100644); upstream keeps the raw value.
     return patch_header(tar, member_offsets(tar)["mode-with-type-bits"], 100, b"0100644\0")
+
+
+def unclean_names_tar(_: Path) -> bytes:
+    """Names that leave the layer root; upstream indexes them verbatim and cleans them only at mount time."""
+    entries = [
+        entry("/absolute", data=b"absolute\n"),
+        entry("../escape", data=b"dot-dot\n"),
+        entry("a/../../b", data=b"dot-dot inside\n"),
+        entry("ok", tarfile.SYMTYPE, linkname="/etc/passwd"),
+        entry("hard-abs", tarfile.LNKTYPE, linkname="/absolute"),
+    ]
+    return build_tar(entries, tarfile.USTAR_FORMAT)
 
 
 def pax_tar(_: Path) -> bytes:
@@ -379,6 +391,7 @@ def uncompressed_aligned(work: Path) -> bytes:
 ZTOC_CASES: list[ZtocCase] = [
     ZtocCase("all-types", "every entry type, whiteouts, empty files, V7 typeflag, raw mode with type bits (USTAR)",
              with_gzip(all_types_tar), spans=(SMALL_SPAN, DEFAULT_SPAN)),
+    ZtocCase("unclean-names", "absolute and .. names (upstream stores them verbatim)", with_gzip(unclean_names_tar)),
     ZtocCase("pax", "PAX: xattrs (binary value), LIBARCHIVE records, long path/linkpath, sub-second and "
              "pre-1970 mtime, big ids, UTF-8 names", with_gzip(pax_tar, level=9)),
     ZtocCase("gnu-long", "GNU long names and long links, base-256 ids, mtime -1 and year 10000",
