@@ -54,7 +54,7 @@ def format_go_time(seconds: int, nanoseconds: int, tz: datetime.tzinfo | None = 
 
 
 _RFC3339_RE = re.compile(
-    rb"([0-9+-][0-9]{3})-([0-9]{2})-([0-9]{2})T([0-9]{1,2}):([0-9]{2}):([0-9]{2})"
+    rb"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{1,2}):([0-9]{2}):([0-9]{2})"
     rb"(?:[.,]([0-9]+))?(?:(Z)|([+-])([0-9]{2}):([0-9]{2}))"
 )
 
@@ -63,7 +63,7 @@ def parse_go_time(text: str | bytes) -> tuple[int, int] | None:
     """(seconds, nanoseconds) since the Unix epoch from Go's ``Time.UnmarshalText`` input; None if Go fails.
 
     Accepts what Go accepts: its strict RFC 3339 path plus the lenient ``time.Parse(RFC3339)`` fallback
-    (one-digit hour, comma before the fraction, signed years, zone hour 24 and zone minute 60).
+    (one-digit hour, comma before the fraction, zone hour 24 and zone minute 60).
     """
     raw = text.encode() if isinstance(text, str) else bytes(text)
     m = _RFC3339_RE.fullmatch(raw)
