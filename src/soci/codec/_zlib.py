@@ -212,8 +212,13 @@ class Stream:
         msg = self.s.msg
         if msg:
             return bytes(msg).decode("utf-8", "replace")
-        return {Z_DATA_ERROR: "data error", Z_MEM_ERROR: "out of memory", Z_NEED_DICT: "needs a preset dictionary",
-                Z_STREAM_ERROR: "stream error", Z_BUF_ERROR: "no progress possible"}.get(ret, f"code {ret}")
+        return {
+            Z_DATA_ERROR: "data error",
+            Z_MEM_ERROR: "out of memory",
+            Z_NEED_DICT: "needs a preset dictionary",
+            Z_STREAM_ERROR: "stream error",
+            Z_BUF_ERROR: "no progress possible",
+        }.get(ret, f"code {ret}")
 
     def close(self) -> None:
         if self._open:

@@ -24,13 +24,46 @@ _GZIP_WBITS = 31  # gzip header and trailer, 32 KiB window
 _ERRORS: tuple[type[BaseException], ...] = (zlib.error, _ENGINE.error)
 
 
+# Longest member header we are willing to hold back while waiting for its end (FNAME and FCOMMENT are unbounded).
+MAX_HEADER_SIZE = 1 << 20
+_FHCRC, _FEXTRA, _FNAME, _FCOMMENT = 2, 4, 8, 16
+_MAGIC = b"\x1f\x8b\x08"  # ID1, ID2, CM=deflate
+
+
+def _header_size(data: bytes) -> int | None:
+    """Length of the gzip member header at the start of ``data``; None while it is incomplete.
+
+    Anything that is not a gzip header counts as complete, so the engine gets to reject it.
+    """
+    if data[:3] != _MAGIC[: len(data)]:
+        return 0
+    if len(data) < 10:
+        return None
+    flags = data[3]
+    pos = 10
+    if flags & _FEXTRA:
+        if len(data) < pos + 2:
+            return None
+        pos += 2 + int.from_bytes(data[pos : pos + 2], "little")
+    for flag in (_FNAME, _FCOMMENT):
+        if flags & flag:
+            end = data.find(b"\x00", pos)
+            if end < 0:
+                return None
+            pos = end + 1
+    if flags & _FHCRC:
+        pos += 2
+    return pos if len(data) >= pos else None
+
+
 class StreamInflater:
     """Feed a gzip layer piece by piece; each ``feed()`` returns the bytes decompressed from that piece."""
 
     def __init__(self) -> None:
-        self._obj: Any = _ENGINE.decompressobj(_GZIP_WBITS)
-        self._member_ended = False
-        self._compressed = 0  # bytes consumed by finished members plus the current one
+        self._obj: Any = None  # decompressor of the current member; None between members
+        self._held = b""  # start of a member whose header is not complete yet
+        self._members = 0
+        self._compressed = 0
         self._member_start = 0  # compressed offset of the current member
         self.uncompressed_size = 0
         self._finished = False
@@ -43,14 +76,21 @@ class StreamInflater:
         if self._finished:
             raise InvalidArgument("inflater already finished")
         pieces: list[bytes] = []
-        pending = bytes(data)
-        self._compressed += len(pending)
+        self._compressed += len(data)
+        pending = self._held + bytes(data)
+        self._held = b""
         while pending:
-            if self._member_ended:
-                # Bytes after a member's trailer must be another member.
+            if self._obj is None:
+                # isal 1.9.1 rejects a valid header with FHCRC when it arrives split across calls,
+                # so a member starts only once its whole header can be passed in one call.
                 self._member_start = self._compressed - len(pending)
+                if _header_size(pending) is None:
+                    if len(pending) > MAX_HEADER_SIZE:
+                        where = f"at compressed offset {self._member_start}"
+                        raise FormatError(f"gzip: member header {where} exceeds {MAX_HEADER_SIZE} bytes")
+                    self._held = pending
+                    break
                 self._obj = _ENGINE.decompressobj(_GZIP_WBITS)
-                self._member_ended = False
             try:
                 out = self._obj.decompress(pending)
             except _ERRORS as exc:
@@ -59,8 +99,10 @@ class StreamInflater:
             pieces.append(out)
             if not self._obj.eof:
                 break
-            self._member_ended = True
+            # Bytes after a member's trailer must be another member.
+            self._members += 1
             pending = self._obj.unused_data
+            self._obj = None
         result = b"".join(pieces)
         self.uncompressed_size += len(result)
         return result
@@ -70,13 +112,16 @@ class StreamInflater:
         if self._finished:
             raise InvalidArgument("inflater already finished")
         self._finished = True
-        if not self._member_ended:
+        tail = b""
+        if self._obj is not None:
             try:
-                tail = self._obj.flush()
+                tail = bytes(self._obj.flush())
             except _ERRORS as exc:
                 raise FormatError(f"gzip: invalid data at the end of the stream: {exc}") from exc
-            if not self._obj.eof:
-                raise FormatError(f"gzip: unexpected end of data at compressed offset {self._compressed}")
-            self.uncompressed_size += len(tail)
-            return bytes(tail)
-        return b""
+            if self._obj.eof:
+                self._members += 1
+                self._obj = None
+        if self._held or self._obj is not None or self._members == 0:
+            raise FormatError(f"gzip: unexpected end of data at compressed offset {self._compressed}")
+        self.uncompressed_size += len(tail)
+        return tail

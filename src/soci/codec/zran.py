@@ -345,9 +345,7 @@ class _Readable(Protocol):
     def read(self, size: int = ..., /) -> bytes: ...
 
 
-def build_index(
-    fileobj: _Readable, span_size: int, algorithm: str, *, backend: str | None = None
-) -> IndexResult[Any]:
+def build_index(fileobj: _Readable, span_size: int, algorithm: str, *, backend: str | None = None) -> IndexResult[Any]:
     """Run a checkpoint pass over a whole layer read from ``fileobj`` in 1 MiB chunks."""
     checkpointer = new_checkpointer(algorithm, span_size, backend=backend)
     while chunk := fileobj.read(READ_CHUNK_SIZE):
