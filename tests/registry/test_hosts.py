@@ -117,3 +117,10 @@ def test_unreadable_ca_is_reported(tmp_path: Path) -> None:
     [host] = resolve_hosts("r.example", hosts_dir=tmp_path)
     with pytest.raises(InvalidArgument, match=r"missing\.crt"):
         _ = host.ssl_context
+
+
+def test_skip_verify_flag_applies_to_mirrors(tmp_path: Path) -> None:
+    (tmp_path / "r.example").mkdir()
+    (tmp_path / "r.example" / "hosts.toml").write_text('server = "https://r.example"\n[host."https://m.example"]\n')
+    assert [h.skip_verify for h in resolve_hosts("r.example", hosts_dir=tmp_path)] == [False, False]
+    assert [h.ssl_context for h in resolve_hosts("r.example", hosts_dir=tmp_path, skip_verify=True)] == [False, False]

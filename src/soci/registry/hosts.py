@@ -10,7 +10,7 @@ from __future__ import annotations
 import ssl
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -88,7 +88,7 @@ def resolve_hosts(
         domain: registry domain from the image reference (``docker.io``, ``127.0.0.1:5000``).
         hosts_dir: containerd's ``certs.d`` directory; defaults to ``/etc/containerd/certs.d``.
         plain_http: use ``http`` for the default server endpoint (``--plain-http``).
-        skip_verify: skip TLS verification for the default server endpoint (``--skip-verify``).
+        skip_verify: skip TLS verification for every endpoint (``--skip-verify``).
 
     Raises:
         InvalidArgument: a ``hosts.toml`` is malformed.
@@ -118,6 +118,9 @@ def resolve_hosts(
             server.headers,
         )
     hosts.append(server)
+    if skip_verify:
+        # like containerd's --skip-verify, the flag applies to every endpoint, mirrors included
+        hosts = [replace(h, skip_verify=True) for h in hosts]
     return hosts
 
 
