@@ -217,3 +217,20 @@ async def test_secrets_never_reach_logs_or_errors(
     assert len(messages) == 3
     for secret in secrets:
         assert secret not in text
+
+
+async def test_client_certificate_from_hosts_toml(tmp_path: Path, repo: str) -> None:
+    with RegistryServer(client_certs=True) as registry:
+        assert registry.tls_files is not None
+        digest = registry.push_blob(repo, b"mutual TLS")
+        files = registry.tls_files
+        directory = tmp_path / registry.host
+        directory.mkdir()
+        pair = f'[["{files.client_cert}", "{files.client_key}"]]'
+        (directory / "hosts.toml").write_text(f'server = "{registry.url}"\nca = "{files.ca_cert}"\nclient = {pair}\n')
+        async with RegistryClient(registry.host, hosts_dir=tmp_path, transport_options=QUICK) as client:
+            assert await client.get_blob(repo, digest) == b"mutual TLS"
+        registry.write_hosts_toml(tmp_path)  # CA only, no client certificate
+        async with RegistryClient(registry.host, hosts_dir=tmp_path, transport_options=QUICK) as client:
+            with pytest.raises(Unavailable):
+                await client.get_blob(repo, digest)

@@ -76,12 +76,14 @@ def openssl(*args: str, cwd: Path | None = None) -> str:
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """A CA and a server certificate for 127.0.0.1/localhost signed by it."""
+    """A CA, and a server certificate for 127.0.0.1/localhost and a client certificate signed by it."""
 
     ca_cert: Path
     ca_key: Path
     server_cert: Path
     server_key: Path
+    client_cert: Path
+    client_key: Path
 
 
 def make_tls_files(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TlsFiles:
@@ -107,7 +109,18 @@ def make_tls_files(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "loca
         "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key), "-CAcreateserial",
         "-out", str(server_cert), "-days", "2", "-extfile", str(extensions),
     )  # fmt: skip
-    return TlsFiles(ca_cert, ca_key, server_cert, server_key)
+    client_cert, client_key, client_csr = directory / "client.crt", directory / "client.key", directory / "client.csr"
+    openssl("req", "-new", *ec, "-keyout", str(client_key), "-out", str(client_csr), "-subj", "/CN=soci test client")
+    client_extensions = directory / "client.ext"
+    client_extensions.write_text(
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+    )
+    openssl(
+        "x509", "-req", "-in", str(client_csr), "-CA", str(ca_cert), "-CAkey", str(ca_key), "-CAcreateserial",
+        "-out", str(client_cert), "-days", "2", "-extfile", str(client_extensions),
+    )  # fmt: skip
+    return TlsFiles(ca_cert, ca_key, server_cert, server_key, client_cert, client_key)
 
 
 @dataclass(frozen=True)
@@ -322,6 +335,8 @@ class RegistryServer:
 
     Args:
         tls: serve HTTPS with a certificate from a throwaway CA (``ca_cert``).
+        client_certs: with ``tls``, require clients to present a certificate from that CA
+            (``tls_files.client_cert``/``client_key``).
         auth: ``"htpasswd"`` (Basic, bcrypt) or ``"token"`` (Bearer, via ``token_server``).
         users: user → password for both auth modes (default: ``DEFAULT_USERS``).
         identity_tokens: refresh token → user, accepted by the token server's OAuth2 POST.
@@ -335,6 +350,7 @@ class RegistryServer:
         self,
         *,
         tls: bool = False,
+        client_certs: bool = False,
         auth: AuthMode = "none",
         users: Mapping[str, str] | None = None,
         identity_tokens: Mapping[str, str] | None = None,
@@ -344,7 +360,8 @@ class RegistryServer:
         workdir: Path | None = None,
         binary: str = "docker-registry",
     ) -> None:
-        self.tls = tls
+        self.tls = tls or client_certs
+        self.client_certs = client_certs
         self.auth: AuthMode = auth
         self.users = dict(users if users is not None else DEFAULT_USERS)
         self.identity_tokens = dict(identity_tokens or {})
@@ -430,6 +447,8 @@ class RegistryServer:
                 "certificate": str(self.tls_files.server_cert),
                 "key": str(self.tls_files.server_key),
             }
+            if self.client_certs:
+                http_section["tls"]["clientcas"] = [str(self.tls_files.ca_cert)]
         config: dict[str, Any] = {
             "version": 0.1,
             "log": {"level": "info", "accesslog": {"disabled": True}},
@@ -519,7 +538,10 @@ class RegistryServer:
     def ssl_context(self) -> ssl.SSLContext | None:
         if self.tls_files is None:
             return None
-        return ssl.create_default_context(cafile=str(self.tls_files.ca_cert))
+        context = ssl.create_default_context(cafile=str(self.tls_files.ca_cert))
+        if self.client_certs:
+            context.load_cert_chain(str(self.tls_files.client_cert), str(self.tls_files.client_key))
+        return context
 
     def admin_authorization(self, repo: str) -> str | None:
         """An Authorization header value allowing everything on ``repo`` (None without auth)."""
