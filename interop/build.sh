@@ -30,7 +30,10 @@ inputs_hash() {
 }
 
 upstream_version=$(go list -m -f '{{.Version}}' github.com/awslabs/soci-snapshotter)
+# the cmd module has no tags on the proxy; its pseudo-version ends with the upstream commit
+upstream_revision=$(go list -m -f '{{.Version}}' github.com/awslabs/soci-snapshotter/cmd | sed 's/.*-//')
 ldflags="-X github.com/awslabs/soci-snapshotter/version.Version=$upstream_version"
+ldflags="$ldflags -X github.com/awslabs/soci-snapshotter/version.Revision=$upstream_revision"
 
 for t in $targets; do
     case "$t" in
