@@ -76,6 +76,8 @@ def test_ca_and_client_paths_are_relative_to_the_host_dir(tmp_path: Path) -> Non
 
 def test_docker_style_cert_directory(tmp_path: Path) -> None:
     tls = make_tls_files(tmp_path / "r.example")
+    tls.client_cert.unlink()
+    tls.client_key.unlink()
     tls.server_key.rename(tls.server_key.with_name("client.key"))
     tls.server_cert.rename(tls.server_cert.with_name("client.cert"))
     [host] = resolve_hosts("r.example", hosts_dir=tmp_path)
