@@ -445,7 +445,7 @@ ZTOC_CASES: list[ZtocCase] = [
 # running upstream
 
 
-def run_tool(args: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_tool(args: Sequence[str | int | Path], *, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(a) for a in args], capture_output=True, text=True, env=TOOL_ENV, check=check)
 
 
@@ -539,7 +539,7 @@ def layer_tar(prefix: str, seed: int, sizes: Sequence[int], *, xattr: bool = Fal
 def image(
     layout: Layout, layers: Sequence[tuple[str, bytes, bytes]], *, arch: str, variant: str = "", docker: bool = False
 ) -> dict[str, Any]:
-    """Add config, layers and a manifest; ``layers`` are (media type, blob, uncompressed tar). Returns its descriptor."""
+    """Add config, layers and a manifest; ``layers`` are (media type, blob, tar). Returns the manifest descriptor."""
     platform: dict[str, Any] = {"architecture": arch, "os": "linux"}
     if variant:
         platform["variant"] = variant
