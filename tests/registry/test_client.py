@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from registry_faults import digest_of
+from soci.testing.fault_proxy import digest_of
 
 from soci.errors import DataLoss, InvalidArgument, NotFound
 from soci.registry import ClientOptions, RegistryClient, RemoteBlob, referrers_tag, resolve_hosts

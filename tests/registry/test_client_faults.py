@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from registry_faults import Fault, FaultProxy, digest_of
+from soci.testing.fault_proxy import Fault, FaultProxy, digest_of
 
 from soci.errors import DataLoss, FailedPrecondition, Unavailable
 from soci.registry import Credentials, RegistryClient, StaticCredentials, TransportOptions, resolve_hosts

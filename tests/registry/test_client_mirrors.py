@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from registry_faults import digest_of
+from soci.testing.fault_proxy import digest_of
 
 from soci.errors import Unavailable
 from soci.registry import RegistryClient, TransportOptions
