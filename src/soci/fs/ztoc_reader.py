@@ -1,0 +1,193 @@
+"""Load a zTOC straight into a ``LayerTree`` without one Python object per entry.
+
+``soci.formats.ztoc_codec.unmarshal_ztoc`` builds a ``FileMetadata`` per entry, which is right for tools but
+costs time and transient memory when a layer is mounted. This reader walks the same FlatBuffers tables
+with bounds-checked ``struct`` reads, feeds each entry's fields to the tree builder in data offset order
+(as upstream sorts them), and keeps only what the read path needs: sizes, span digests and checkpoints.
+It rejects what ``unmarshal_ztoc`` rejects, with FormatError.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from soci.errors import FormatError
+from soci.formats.digest import is_digest
+from soci.formats.ztoc import ALGORITHM_GZIP, ALGORITHM_UNCOMPRESSED, Ztoc
+from soci.fs.tree import LayerTree, TreeBuilder
+
+_ALGORITHMS = {1: ALGORITHM_GZIP, 2: ALGORITHM_UNCOMPRESSED}
+_DEFAULT_ALGORITHM = 1
+_U32 = 0xFFFF_FFFF
+_u32 = struct.Struct("<I").unpack_from
+_i32 = struct.Struct("<i").unpack_from
+_u16 = struct.Struct("<H").unpack_from
+_i64 = struct.Struct("<q").unpack_from
+_i8 = struct.Struct("<b").unpack_from
+
+
+@dataclass(frozen=True, slots=True)
+class ZtocInfo:
+    """Everything of a zTOC but its TOC."""
+
+    compressed_archive_size: int
+    uncompressed_archive_size: int
+    compression_algorithm: str
+    max_span_id: int
+    span_digests: tuple[str, ...]
+    checkpoints: bytes
+    entry_count: int
+    version: str = ""
+    build_tool_identifier: str = ""
+
+    @classmethod
+    def of(cls, z: Ztoc) -> ZtocInfo:
+        return cls(
+            z.compressed_archive_size, z.uncompressed_archive_size, z.compression_algorithm, z.max_span_id,
+            z.span_digests, z.checkpoints, len(z.entries), z.version, z.build_tool_identifier,
+        )  # fmt: skip
+
+
+def load_ztoc(data: bytes | bytearray | memoryview) -> tuple[ZtocInfo, LayerTree]:
+    """Parse zTOC bytes into its info and the layer's inode table."""
+    buf = bytes(data)
+    try:
+        return _Loader(buf).load()
+    except FormatError:
+        raise
+    except (struct.error, IndexError, ValueError, OverflowError) as exc:
+        raise FormatError(f"cannot unmarshal ztoc: {exc}") from None
+
+
+class _Loader:
+    __slots__ = ("buf", "size", "vtables")
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf = buf
+        self.size = len(buf)
+        self.vtables: dict[int, tuple[int, ...]] = {}
+
+    def fields(self, table: int, count: int) -> tuple[int, ...]:
+        vtable = (table - _i32(self.buf, table)[0]) & _U32
+        cached = self.vtables.get(vtable)
+        if cached is not None and len(cached) >= count:
+            return cached
+        vtable_size = _u16(self.buf, vtable)[0]
+        offsets = tuple(_u16(self.buf, vtable + 4 + 2 * i)[0] if 4 + 2 * i < vtable_size else 0 for i in range(count))
+        self.vtables[vtable] = offsets
+        return offsets
+
+    def string(self, table: int, field: int) -> bytes:
+        if not field:
+            return b""
+        at = (table + field) & _U32
+        return self.string_at((at + _u32(self.buf, at)[0]) & _U32)
+
+    def string_at(self, start: int) -> bytes:
+        end = start + 4 + _u32(self.buf, start)[0]
+        if end > self.size:
+            raise FormatError(f"cannot unmarshal ztoc: string at {start} runs past the end of the buffer")
+        return self.buf[start + 4 : end]
+
+    def vector(self, table: int, field: int, element_size: int) -> tuple[int, int]:
+        if not field:
+            return 0, 0
+        at = (table + field) & _U32
+        start = (at + _u32(self.buf, at)[0]) & _U32
+        count = _u32(self.buf, start)[0]
+        if start + 4 + count * element_size > self.size:
+            raise FormatError(f"cannot unmarshal ztoc: vector of {count} elements at {start} runs past the end")
+        return start + 4, count
+
+    def table_at(self, element: int) -> int:
+        position: int = (element + _u32(self.buf, element)[0]) & _U32
+        return position
+
+    def child(self, table: int, field: int, what: str) -> int:
+        if not field:
+            raise FormatError(f"cannot unmarshal ztoc: missing {what}")
+        return self.table_at((table + field) & _U32)
+
+    def load(self) -> tuple[ZtocInfo, LayerTree]:
+        buf = self.buf
+        root = _u32(buf, 0)[0]
+        f = self.fields(root, 6)
+        version = self.string(root, f[0]).decode("utf-8", "surrogateescape")
+        build_tool = self.string(root, f[1]).decode("utf-8", "surrogateescape")
+        compressed_size = _i64(buf, root + f[2])[0] if f[2] else 0
+        uncompressed_size = _i64(buf, root + f[3])[0] if f[3] else 0
+        toc = self.child(root, f[4], "toc")
+        info = self.child(root, f[5], "compression info")
+
+        info_fields = self.fields(info, 4)
+        algorithm_enum = _i8(buf, info + info_fields[0])[0] if info_fields[0] else _DEFAULT_ALGORITHM
+        algorithm = _ALGORITHMS.get(algorithm_enum)
+        if algorithm is None:
+            raise FormatError(f"cannot unmarshal ztoc: unknown compression algorithm {algorithm_enum}")
+        max_span_id = _i32(buf, info + info_fields[1])[0] if info_fields[1] else 0
+        first, count = self.vector(info, info_fields[2], 4)
+        digests = []
+        for i in range(count):
+            digest = self.string_at(self.table_at(first + 4 * i)).decode("utf-8", "surrogateescape")
+            digests.append(digest if is_digest(digest) else "")  # upstream ignores parse errors
+        first, count = self.vector(info, info_fields[3], 1)
+        checkpoints = buf[first : first + count]
+
+        first, count = self.vector(toc, self.fields(toc, 1)[0], 4)
+        tables = [self.table_at(first + 4 * i) for i in range(count)]
+        offsets = [self.data_offset(t) for t in tables]
+        if any(offsets[i] > offsets[i + 1] for i in range(count - 1)):
+            order = sorted(range(count), key=offsets.__getitem__)  # stable, as upstream's sort
+            tables = [tables[i] for i in order]
+        builder = TreeBuilder()
+        for table in tables:
+            self.add_entry(builder, table)
+        info_record = ZtocInfo(
+            compressed_size, uncompressed_size, algorithm, max_span_id, tuple(digests), checkpoints, count,
+            version, build_tool,
+        )  # fmt: skip
+        return info_record, builder.finish()
+
+    def data_offset(self, table: int) -> int:
+        f = self.fields(table, 14)
+        return _i64(self.buf, table + f[2])[0] if f[2] else 0
+
+    def add_entry(self, builder: TreeBuilder, table: int) -> None:
+        buf = self.buf
+        size = self.size
+        f = self.fields(table, 14)
+        strings = []
+        for field in (f[0], f[1], f[4], f[10]):  # name, type, linkname, mod_time: inlined string reads
+            if field:
+                at = (table + field) & _U32
+                start = (at + _u32(buf, at)[0]) & _U32
+                end = start + 4 + _u32(buf, start)[0]
+                if end > size:
+                    raise FormatError(f"cannot unmarshal ztoc: string at {start} runs past the end of the buffer")
+                strings.append(buf[start + 4 : end])
+            else:
+                strings.append(b"")
+        records: list[tuple[bytes, bytes]] = []
+        if f[13]:
+            first, count = self.vector(table, f[13], 4)
+            for i in range(count):
+                xattr = self.table_at(first + 4 * i)
+                xf = self.fields(xattr, 2)
+                records.append((self.string(xattr, xf[0]), self.string(xattr, xf[1])))
+            if any(records[i][0] >= records[i + 1][0] for i in range(count - 1)):
+                records = sorted(dict(records).items())  # upstream reads them into a map: last value wins
+        builder.add(
+            strings[0],
+            strings[1],
+            _i64(buf, table + f[2])[0] if f[2] else 0,
+            _i64(buf, table + f[3])[0] if f[3] else 0,
+            strings[2],
+            _i64(buf, table + f[5])[0] if f[5] else 0,
+            _u32(buf, table + f[6])[0] if f[6] else 0,
+            _u32(buf, table + f[7])[0] if f[7] else 0,
+            strings[3],
+            _i64(buf, table + f[11])[0] if f[11] else 0,
+            _i64(buf, table + f[12])[0] if f[12] else 0,
+            records,
+        )
