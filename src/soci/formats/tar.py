@@ -34,6 +34,7 @@ BLOCK_SIZE = 512
 MAX_SPECIAL_FILE_SIZE = 1 << 20
 
 _ZERO_BLOCK = bytes(BLOCK_SIZE)
+_TIME_CACHE_LIMIT = 1 << 14
 _UINT32_MASK = 0xFFFF_FFFF
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
@@ -122,6 +123,7 @@ class TocBuilder:
 
     def __init__(self, *, tz: datetime.tzinfo | None = None) -> None:
         self._tz = tz
+        self._time_texts: dict[tuple[int, int], str] = {}  # most entries of a layer share a few mtimes
         self._entries: list[FileMetadata] = []
         self._pos = 0  # bytes of the stream consumed so far
         self._skip = 0  # bytes still to pass over: entry data, then block padding
@@ -175,6 +177,14 @@ class TocBuilder:
                                        f"{self._data_end - self._pos} bytes missing at offset {self._pos}"))
         # Go stops at the end-of-archive marker, or reports a clean EOF at a block boundary or in padding.
         return TocResult(entries=self._entries, uncompressed_archive_size=self._pos)
+
+    def _time_text(self, mtime: tuple[int, int]) -> str:
+        text = self._time_texts.get(mtime)
+        if text is None:
+            if len(self._time_texts) >= _TIME_CACHE_LIMIT:
+                self._time_texts.clear()
+            text = self._time_texts[mtime] = format_go_time(mtime[0], mtime[1], self._tz)
+        return text
 
     def _fail(self, exc: FormatError) -> None:
         self._error = exc
@@ -316,7 +326,7 @@ class TocBuilder:
             gid=hdr.gid & _UINT32_MASK,
             uname=hdr.uname,
             gname=hdr.gname,
-            mod_time=format_go_time(hdr.mtime[0], hdr.mtime[1], self._tz),
+            mod_time=self._time_text(hdr.mtime),
             devmajor=hdr.devmajor,
             devminor=hdr.devminor,
             pax_records=tuple(sorted(pax.items())) if pax else (),
@@ -336,22 +346,38 @@ def _parse_header(block: bytes) -> _Header:
     else:
         fmt = _FORMAT_V7
 
+    # Numeric fields repeat from entry to entry (modes, ids, times), so decoded values are memoised.
+    get = _NUMERIC_CACHE.get
     hdr = _Header()
     hdr.typeflag = block[156]
     hdr.name = _c_string(block[0:100])
     hdr.linkname = _c_string(block[157:257])
-    hdr.size = _parse_numeric(block[124:136])
-    hdr.mode = _parse_numeric(block[100:108])
-    hdr.uid = _parse_numeric(block[108:116])
-    hdr.gid = _parse_numeric(block[116:124])
-    hdr.mtime = (_parse_numeric(block[136:148]), 0)
+    field = block[124:136]
+    value = get(field)
+    hdr.size = _numeric(field) if value is None else value
+    field = block[100:108]
+    value = get(field)
+    hdr.mode = _numeric(field) if value is None else value
+    field = block[108:116]
+    value = get(field)
+    hdr.uid = _numeric(field) if value is None else value
+    field = block[116:124]
+    value = get(field)
+    hdr.gid = _numeric(field) if value is None else value
+    field = block[136:148]
+    value = get(field)
+    hdr.mtime = (_numeric(field) if value is None else value, 0)
     if fmt == _FORMAT_V7:
         return hdr
 
     hdr.uname = _c_string(block[265:297])
     hdr.gname = _c_string(block[297:329])
-    hdr.devmajor = _parse_numeric(block[329:337])
-    hdr.devminor = _parse_numeric(block[337:345])
+    field = block[329:337]
+    value = get(field)
+    hdr.devmajor = _numeric(field) if value is None else value
+    field = block[337:345]
+    value = get(field)
+    hdr.devminor = _numeric(field) if value is None else value
     prefix = b""
     if fmt == _FORMAT_USTAR:
         prefix = _c_string(block[345:500])
@@ -394,6 +420,19 @@ def _check_checksum(block: bytes) -> None:
 def _c_string(field: bytes) -> bytes:
     nul = field.find(b"\x00")
     return field if nul < 0 else field[:nul]
+
+
+_NUMERIC_CACHE: dict[bytes, int] = {}
+_NUMERIC_CACHE_LIMIT = 1 << 16
+
+
+def _numeric(field: bytes) -> int:
+    """_parse_numeric, remembering the result for identical field bytes."""
+    value = _parse_numeric(field)
+    if len(_NUMERIC_CACHE) >= _NUMERIC_CACHE_LIMIT:
+        _NUMERIC_CACHE.clear()
+    _NUMERIC_CACHE[field] = value
+    return value
 
 
 def _parse_numeric(field: bytes) -> int:
