@@ -79,17 +79,17 @@ class GzipZinfo:
         blob: bytes,
         version: int,
         span_size: int,
-        ins: list[int],
-        outs: list[int],
-        bits: list[int],
+        ins: Sequence[int],
+        outs: Sequence[int],
+        bits: Sequence[int],
     ) -> None:
         """Internal: use from_blob() or from_checkpoints()."""
         self._blob = blob
         self._version = version
         self._span_size = span_size
-        self._ins = ins
-        self._outs = outs
-        self._bits = bits
+        self._ins = tuple(ins)
+        self._outs = tuple(outs)
+        self._bits = tuple(bits)
         # A v1 blob's first stored record is checkpoint 1.
         self._records_start = BLOB_HEADER_SIZE - (CHECKPOINT_RECORD_SIZE if version == ZINFO_VERSION_ONE else 0)
 
@@ -177,14 +177,14 @@ class GzipZinfo:
         return f"GzipZinfo(version={self._version}, span_size={self._span_size}, checkpoints={len(self._ins)})"
 
     @property
-    def compressed_offsets(self) -> Sequence[int]:
-        """Every checkpoint's ``in`` (read-only view)."""
-        return tuple(self._ins)
+    def compressed_offsets(self) -> tuple[int, ...]:
+        """Every checkpoint's ``in``, in order."""
+        return self._ins
 
     @property
-    def uncompressed_offsets(self) -> Sequence[int]:
-        """Every checkpoint's ``out`` (read-only view)."""
-        return tuple(self._outs)
+    def uncompressed_offsets(self) -> tuple[int, ...]:
+        """Every checkpoint's ``out``, in order."""
+        return self._outs
 
     def checkpoint(self, i: int) -> Checkpoint:
         self._check_span(i)
