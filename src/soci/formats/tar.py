@@ -303,7 +303,8 @@ class TocBuilder:
             raise UnsupportedEntry(f"unsupported input tar entry {hdr.name!r} at offset {offset}: "
                                    f"typeflag {chr(flag)!r}")
         if pax is not None and _is_pax_sparse(pax):
-            raise UnsupportedEntry(f"unsupported input tar entry {hdr.name!r} at offset {offset}: "
+            name = pax.get(b"GNU.sparse.name") or hdr.name
+            raise UnsupportedEntry(f"unsupported input tar entry {name!r} at offset {offset}: "
                                    f"GNU sparse file in PAX format")
         data_size = 0 if flag in _HEADER_ONLY_TYPES else hdr.size
         if data_size < 0:
