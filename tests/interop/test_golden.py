@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from golden_diff import describe_json_difference, describe_ztoc_difference
+from soci.testing.ztoc_diff import describe_json_difference, describe_ztoc_difference
 
 from soci.errors import FormatError, UnsupportedEntry
 from soci.formats import soci_index as si

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from golden_diff import describe_ztoc_difference
+from soci.testing.ztoc_diff import describe_ztoc_difference
 
 from soci.formats.ztoc_codec import marshal_ztoc
 from soci.index.ztoc_builder import build_ztoc

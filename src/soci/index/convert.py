@@ -101,7 +101,7 @@ def convert_image(
     elif target.media_type in MANIFEST_MEDIA_TYPES:
         manifest = Manifest.unmarshal(read(target.digest), f"image manifest {target.digest}")
         if target.platform is None:
-            target = replace(target, platform=config_platform(source, manifest))
+            target = replace(target, platform=normalize(config_platform(source, manifest)))
         oci_index = Index(schema_version=2, media_type=MEDIA_TYPE_OCI_INDEX, manifests=(target,))
     else:
         raise FormatError(f"image {target.digest}: unsupported media type {target.media_type!r}")
@@ -214,29 +214,37 @@ def convert_image(
 def resolve_layout_target(index_json: bytes, source: ImageSource, where: str) -> tuple[Descriptor, dict[str, bytes]]:
     """The image an OCI layout's index.json names, as upstream's standalone mode reads it.
 
-    One descriptor: that manifest or nested index. Several: a flat list, whose children with missing blobs
-    are dropped and which becomes a new image index blob (returned in the extra-blobs map).
+    One manifest: that manifest. One nested index, or a flat list of several descriptors: that list, with the
+    children whose blobs are missing dropped; when any were dropped the list is written anew as an image index
+    blob, returned in the extra-blobs map.
     """
     top = Index.unmarshal(index_json, f"{where}/index.json")
     descs = list(top.manifests or ())
     if not descs:
         raise InvalidArgument(f"{where}: index.json lists no image")
+    nested: Descriptor | None = None
+    listing = top
     if len(descs) == 1:
-        if descs[0].media_type not in MANIFEST_MEDIA_TYPES + INDEX_MEDIA_TYPES:
-            raise FormatError(f"{where}: unsupported media type {descs[0].media_type!r} in index.json")
         if not source.has_blob(descs[0].digest):
             raise NotFound(f"{where}: blob {descs[0].digest} named by index.json is missing")
-        return descs[0], {}
-    present = tuple(d for d in descs if source.has_blob(d.digest))
+        if descs[0].media_type in MANIFEST_MEDIA_TYPES:
+            return descs[0], {}
+        if descs[0].media_type not in INDEX_MEDIA_TYPES:
+            raise FormatError(f"{where}: unsupported media type {descs[0].media_type!r} in index.json")
+        nested = descs[0]
+        listing = Index.unmarshal(source.read_blob(nested.digest), f"{where}: image index {nested.digest}")
+    children = list(listing.manifests or ())
+    present = tuple(d for d in children if source.has_blob(d.digest))
     if not present:
-        raise NotFound(f"{where}: none of the blobs named by index.json exist")
-    flat = Index(schema_version=2, media_type=MEDIA_TYPE_OCI_INDEX, manifests=present)
-    data = flat.marshal()
+        raise NotFound(f"{where}: none of the manifests the image lists exist in the layout")
+    if nested is not None and len(present) == len(children):
+        return nested, {}
+    data = replace(listing, manifests=present).marshal()
     digest = sha256_digest(data)
     return Descriptor(media_type=MEDIA_TYPE_OCI_INDEX, digest=digest, size=len(data)), {digest: data}
 
 
 def layout_index_json(target: Descriptor) -> bytes:
     """A fresh index.json naming only ``target``."""
-    return Index(schema_version=2, manifests=(target,)).marshal()
+    return Index(schema_version=2, media_type=MEDIA_TYPE_OCI_INDEX, manifests=(target,)).marshal()
 

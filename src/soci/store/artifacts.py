@@ -7,6 +7,7 @@ one transaction. Rows are written only after their blob is in the content store,
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,6 +69,8 @@ class ArtifactsDB:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection shared by the index builder's worker threads: every use holds this lock.
+        self._lock = threading.RLock()
         self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
@@ -84,13 +87,14 @@ class ArtifactsDB:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     def put(self, entry: ArtifactEntry) -> None:
         with self.transaction() as tx:
@@ -112,7 +116,10 @@ class ArtifactsDB:
         )
 
     def get(self, digest: str) -> ArtifactEntry:
-        row = self._conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM artifacts WHERE digest = ?", (digest,)).fetchone()
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM artifacts WHERE digest = ?", (digest,)
+            ).fetchone()
         if row is None:
             raise NotFound(f"artifact {digest} not found in {self.path}")
         return ArtifactEntry(*row)
@@ -123,10 +130,11 @@ class ArtifactsDB:
             if key not in _COLUMNS:
                 raise ValueError(f"unknown artifact column {key!r}")
         clause = " AND ".join(f"{k} = ?" for k in where) or "1"
-        rows = self._conn.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM artifacts WHERE {clause} ORDER BY created_at DESC, digest",
-            tuple(where.values()),
-        ).fetchall()
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM artifacts WHERE {clause} ORDER BY created_at DESC, digest",
+                tuple(where.values()),
+            ).fetchall()
         return [ArtifactEntry(*row) for row in rows]
 
     def find_ztoc(self, layer_digest: str, span_size: int) -> ArtifactEntry | None:
