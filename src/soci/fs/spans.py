@@ -1,0 +1,511 @@
+"""``SpanManager``: uncompressed layer bytes on demand, span by span, verified before use.
+
+Read path for ``read(start, end)``: the spans covering the range are looked up in the state table.
+Spans not yet fetched are fetched with one HTTP range request per run of adjacent spans (distant runs in
+parallel, at most ``limiter`` requests in flight overall); every span's compressed bytes are checked
+against its zTOC digest *before* they are inflated (a mismatch is fetched again up to ``retries`` times,
+then the read fails with DataLoss); inflation runs in an executor thread; the uncompressed span goes to
+the span cache, committed atomically, and later reads come from there. Concurrent readers of a span share
+one fetch. A failed fetch puts the span back to UNREQUESTED, so a later read tries again.
+
+States (upstream's ``fs/span-manager/span.go``), changed only through ``TRANSITIONS``::
+
+    UNREQUESTED -> REQUESTED -> FETCHED (compressed bytes cached: background fetcher)
+                             -> UNCOMPRESSED (uncompressed bytes cached: reads, prefetch)
+                             -> UNREQUESTED (failure)
+    FETCHED -> UNCOMPRESSED
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from soci.cache import SpanCache
+from soci.codec.zran import inflate_span
+from soci.errors import DataLoss, FailedPrecondition, FormatError, SociError, SpanDigestMismatch, Unavailable
+from soci.formats.zinfo import GzipZinfo, TarZinfo
+from soci.fs.blob import BlobReader
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+MAX_RUN_BYTES = 32 << 20
+"""Adjacent spans are merged into one request up to this many compressed bytes."""
+
+
+class SpanState(enum.Enum):
+    UNREQUESTED = "unrequested"
+    REQUESTED = "requested"
+    FETCHED = "fetched"
+    UNCOMPRESSED = "uncompressed"
+
+
+TRANSITIONS: Final[Mapping[SpanState, frozenset[SpanState]]] = {
+    SpanState.UNREQUESTED: frozenset({SpanState.REQUESTED}),
+    SpanState.REQUESTED: frozenset({SpanState.UNREQUESTED, SpanState.FETCHED, SpanState.UNCOMPRESSED}),
+    SpanState.FETCHED: frozenset({SpanState.UNCOMPRESSED}),
+    SpanState.UNCOMPRESSED: frozenset(),
+}
+
+
+def uncompressed_key(span_id: int) -> str:
+    return f"u{span_id}"
+
+
+def compressed_key(span_id: int) -> str:
+    return f"c{span_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class SpanStatistics:
+    spans: int
+    states: Mapping[SpanState, int]
+    fetched_bytes: int
+    """Compressed bytes of the spans that are FETCHED or UNCOMPRESSED (upstream's FetchedSize)."""
+    requests: int
+    """Range requests sent to the blob."""
+    requested_bytes: int
+    verification_failures: int
+
+
+def check_span_table(zinfo: GzipZinfo | TarZinfo, span_digests: Sequence[str], max_span_id: int, *,
+                     compressed_size: int, uncompressed_size: int) -> None:  # fmt: skip
+    """Runtime integrity checks of a zTOC's span table (upstream's span manager ``New``, soci-format.md §2.5)."""
+    count = len(zinfo)
+    if max_span_id != count - 1 or len(span_digests) != count:
+        raise FormatError(
+            f"incorrect max span id: zTOC says {max_span_id} with {len(span_digests)} span digests, "
+            f"checkpoints describe {count} spans"
+        )
+    for i in range(count - 1):
+        if not (
+            zinfo.start_compressed_offset(i) < zinfo.end_compressed_offset(i, compressed_size)
+            and zinfo.start_uncompressed_offset(i) < zinfo.end_uncompressed_offset(i, uncompressed_size)
+        ):
+            raise FormatError(f"non-monotonic checkpoints: span {i} is empty or runs backwards")
+
+
+class SpanManager:
+    """Span-level access to one layer.
+
+    Args:
+        zinfo: the layer's checkpoint table.
+        span_digests: expected ``sha256:`` digest of each span's compressed bytes.
+        compressed_size / uncompressed_size: the zTOC's archive sizes.
+        blob: the remote layer blob.
+        cache: where spans go (keys ``u<id>`` uncompressed, ``c<id>`` compressed).
+        executor: threads for hashing, inflating and cache I/O (None: the loop's default).
+        retries: extra fetches of a span after a digest mismatch.
+        fetch_timeout_sec: bound on one range request.
+        limiter: shared bound on range requests in flight (None: unbounded).
+        readahead_spans: spans loaded ahead of a sequential reader.
+        name: for messages (the layer digest).
+    """
+
+    def __init__(
+        self,
+        zinfo: GzipZinfo | TarZinfo,
+        span_digests: Sequence[str],
+        *,
+        compressed_size: int,
+        uncompressed_size: int,
+        blob: BlobReader,
+        cache: SpanCache,
+        executor: Executor | None = None,
+        retries: int = 0,
+        fetch_timeout_sec: float = 300.0,
+        limiter: asyncio.Semaphore | None = None,
+        readahead_spans: int = 2,
+        name: str = "layer",
+    ) -> None:
+        check_span_table(zinfo, span_digests, len(span_digests) - 1, compressed_size=compressed_size,
+                         uncompressed_size=uncompressed_size)  # fmt: skip
+        self._zinfo = zinfo
+        self._digests = tuple(span_digests)
+        self._csize = compressed_size
+        self._usize = uncompressed_size
+        self._blob = blob
+        self._cache = cache
+        self._executor = executor
+        self._retries = max(0, retries)
+        self._fetch_timeout_sec = fetch_timeout_sec
+        self._limiter = limiter
+        self._readahead_spans = max(0, readahead_spans)
+        self.name = name
+        count = len(self._digests)
+        self._cstart = [zinfo.start_compressed_offset(i) for i in range(count)]
+        self._cend = [zinfo.end_compressed_offset(i, compressed_size) for i in range(count)]
+        self._ustart = [zinfo.start_uncompressed_offset(i) for i in range(count)]
+        self._uend = [zinfo.end_uncompressed_offset(i, uncompressed_size) for i in range(count)]
+        self._states = [SpanState.UNREQUESTED] * count
+        self._inflight: dict[int, asyncio.Future[bytes | None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._fetched_bytes = 0
+        self._requests = 0
+        self._requested_bytes = 0
+        self._verification_failures = 0
+        self._closed = False
+
+    # ---- public ----------------------------------------------------------------------------------------
+
+    @property
+    def span_count(self) -> int:
+        return len(self._digests)
+
+    @property
+    def uncompressed_size(self) -> int:
+        return self._usize
+
+    def state(self, span_id: int) -> SpanState:
+        return self._states[span_id]
+
+    def span_of(self, uncompressed_offset: int) -> int:
+        return self._zinfo.span_of(uncompressed_offset)
+
+    def compressed_range(self, span_id: int) -> tuple[int, int]:
+        return self._cstart[span_id], self._cend[span_id]
+
+    def uncompressed_range(self, span_id: int) -> tuple[int, int]:
+        return self._ustart[span_id], self._uend[span_id]
+
+    async def read(self, start: int, end: int, *, readahead_limit: int | None = None) -> bytes:
+        """Uncompressed bytes ``[start, end)`` (clipped to the layer).
+
+        ``readahead_limit``: the reader is sequential and its file ends here; spans after the last one
+        read are then loaded in the background, up to ``readahead_spans`` of them.
+        """
+        end = min(end, self._usize)
+        if start >= end:
+            return b""
+        first, last = self.span_of(start), self.span_of(end - 1)
+        fresh = await self._ensure(first, last)
+        pieces: list[bytes] = []
+        for i in range(first, last + 1):
+            base = self._ustart[i]
+            lo, hi = max(start, base), min(end, self._uend[i])
+            data = fresh.get(i)
+            piece = None if data is not None else await self._read_cached(i, lo - base, hi - lo)
+            if piece is None:
+                if data is None:
+                    log.debug("%s: span %d is no longer in the cache; fetching it again", self.name, i)
+                    data = await self._refetch(i)
+                piece = data[lo - base : hi - base]
+            pieces.append(piece)
+        if readahead_limit is not None and self._readahead_spans:
+            self._readahead(last + 1, readahead_limit)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    async def load(self, first: int, last: int) -> None:
+        """Make spans ``first..last`` UNCOMPRESSED (prefetch)."""
+        await self._ensure(first, last)
+
+    async def prefetch_compressed(self, span_id: int) -> bool:
+        """Background fetch: cache the span's compressed bytes. False when there was nothing to do."""
+        future = self._inflight.get(span_id)
+        if future is not None:
+            await asyncio.shield(future)
+            return False
+        if self._states[span_id] is not SpanState.UNREQUESTED or self._adopt_cached(span_id):
+            return False
+        future = self._register(span_id)
+        self._transition(span_id, SpanState.REQUESTED)
+        try:
+            raw = await self._fetch_verified(span_id)
+            await self._in_thread(self._cache.put, compressed_key(span_id), raw)
+        except BaseException as exc:
+            self._transition(span_id, SpanState.UNREQUESTED)
+            self._settle(span_id, exc)
+            raise
+        self._transition(span_id, SpanState.FETCHED)
+        self._fetched_bytes += len(raw)
+        self._settle(span_id, None)
+        return True
+
+    def statistics(self) -> SpanStatistics:
+        states = dict.fromkeys(SpanState, 0)
+        for s in self._states:
+            states[s] += 1
+        return SpanStatistics(
+            len(self._states), states, self._fetched_bytes, self._requests, self._requested_bytes,
+            self._verification_failures,
+        )  # fmt: skip
+
+    async def wait_idle(self) -> None:
+        """Wait until no fetch, inflation or cache write of this layer is running."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    async def aclose(self, grace_sec: float = 5.0) -> None:
+        """Refuse new fetches; let running work finish for up to ``grace_sec``, then cancel it."""
+        self._closed = True
+        tasks = list(self._tasks)
+        if tasks:
+            _, running = await asyncio.wait(tasks, timeout=grace_sec)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    # ---- state table -------------------------------------------------------------------------------------
+
+    def _transition(self, span_id: int, new: SpanState) -> None:
+        old = self._states[span_id]
+        if new not in TRANSITIONS[old]:
+            raise FailedPrecondition(
+                f"{self.name}: span {span_id}: invalid state transition {old.value} -> {new.value}"
+            )
+        self._states[span_id] = new
+
+    def _adopt_cached(self, span_id: int) -> bool:
+        """An UNREQUESTED span already in the cache (from an earlier mount): take it. True if taken."""
+        if self._cache.contains(uncompressed_key(span_id)):
+            new = SpanState.UNCOMPRESSED
+        elif self._cache.contains(compressed_key(span_id)):
+            new = SpanState.FETCHED
+        else:
+            return False
+        self._transition(span_id, SpanState.REQUESTED)
+        self._transition(span_id, new)
+        self._fetched_bytes += self._cend[span_id] - self._cstart[span_id]
+        return True
+
+    def _register(self, span_id: int) -> asyncio.Future[bytes | None]:
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieve)
+        self._inflight[span_id] = future
+        return future
+
+    def _settle(self, span_id: int, outcome: bytes | BaseException | None) -> None:
+        """Resolve and forget the in-flight future of a span."""
+        future = self._inflight.pop(span_id, None)
+        if future is None or future.done():
+            return
+        if isinstance(outcome, BaseException):
+            if isinstance(outcome, asyncio.CancelledError):
+                outcome = Unavailable(f"{self.name}: fetch of span {span_id} was cancelled")
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    # ---- loading -------------------------------------------------------------------------------------------
+
+    async def _ensure(self, first: int, last: int) -> dict[int, bytes]:
+        """Make spans ``first..last`` available; returns the bytes of those loaded by this call."""
+        fresh: dict[int, bytes] = {}
+        pending = list(range(first, last + 1))
+        while pending:
+            waits = self._start(pending)
+            if not waits:
+                break
+            results = await asyncio.gather(*(asyncio.shield(f) for _, f in waits))
+            # None: a background fetch of compressed bytes finished; that span still needs inflating
+            pending = [i for (i, _), data in zip(waits, results, strict=True) if data is None]
+            fresh.update((i, data) for (i, _), data in zip(waits, results, strict=True) if data is not None)
+        return fresh
+
+    def _start(self, ids: Sequence[int]) -> list[tuple[int, asyncio.Future[bytes | None]]]:
+        """Futures for the given spans that are not UNCOMPRESSED, starting the work they need."""
+        waits: list[tuple[int, asyncio.Future[bytes | None]]] = []
+        fetch: list[int] = []
+        for i in ids:
+            future = self._inflight.get(i)
+            if future is not None:
+                waits.append((i, future))
+                continue
+            if self._states[i] is SpanState.UNREQUESTED:
+                self._adopt_cached(i)
+            state = self._states[i]
+            if state is SpanState.UNREQUESTED:
+                fetch.append(i)
+            elif state is SpanState.FETCHED:
+                waits.append((i, self._register(i)))
+                self._spawn(self._inflate_fetched(i))
+        for run in self._runs(fetch):
+            for i in run:
+                self._transition(i, SpanState.REQUESTED)
+                waits.append((i, self._register(i)))
+            self._spawn(self._fetch_run(run))
+        return waits
+
+    def _runs(self, ids: list[int]) -> list[list[int]]:
+        runs: list[list[int]] = []
+        for i in ids:
+            if runs and runs[-1][-1] == i - 1 and self._cend[i] - self._cstart[runs[-1][0]] <= MAX_RUN_BYTES:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+        return runs
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _fetch_run(self, run: list[int]) -> None:
+        """Fetch spans ``run`` (REQUESTED, adjacent) in one request, then finish each on its own."""
+        first, last = run[0], run[-1]
+        try:
+            data = await self._fetch(first, last)
+        except BaseException as exc:
+            for i in run:
+                self._transition(i, SpanState.UNREQUESTED)
+                self._settle(i, exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        view = memoryview(data)
+        base = self._cstart[first]
+        await asyncio.gather(
+            *(self._finish(i, view[self._cstart[i] - base : self._cend[i] - base]) for i in run),
+            return_exceptions=True,
+        )
+
+    async def _finish(self, span_id: int, raw: memoryview) -> None:
+        """Verify (refetching on mismatch) and inflate a REQUESTED span, then cache it as UNCOMPRESSED."""
+        try:
+            data = await self._verified_inflate(span_id, raw)
+        except BaseException as exc:
+            self._transition(span_id, SpanState.UNREQUESTED)
+            self._settle(span_id, exc)
+            raise
+        future = self._inflight.get(span_id)
+        if future is not None and not future.done():
+            future.set_result(data)  # waiting readers go on while the cache is written
+        try:
+            await self._in_thread(self._cache.put, uncompressed_key(span_id), data)
+        except Exception as exc:
+            log.warning("%s: cannot cache span %d: %s", self.name, span_id, exc)
+            self._transition(span_id, SpanState.UNREQUESTED)
+        else:
+            self._transition(span_id, SpanState.UNCOMPRESSED)
+            self._fetched_bytes += len(raw)
+        finally:
+            self._settle(span_id, None)
+
+    async def _inflate_fetched(self, span_id: int) -> None:
+        """FETCHED -> UNCOMPRESSED: inflate the cached compressed bytes (fetching them again if lost)."""
+        try:
+            raw = await self._in_thread(self._cache.get, compressed_key(span_id))
+            if raw is None:
+                data = await self._verified_inflate(span_id, memoryview(await self._fetch(span_id, span_id)))
+            else:
+                data = await self._in_thread(self._inflate, span_id, memoryview(raw))
+            await self._in_thread(self._cache.put, uncompressed_key(span_id), data)
+        except BaseException as exc:
+            self._settle(span_id, exc)
+            raise
+        self._transition(span_id, SpanState.UNCOMPRESSED)
+        self._settle(span_id, data)
+        try:
+            await self._in_thread(self._cache.remove, compressed_key(span_id))
+        except Exception as exc:
+            log.debug("%s: cannot drop compressed span %d from the cache: %s", self.name, span_id, exc)
+
+    async def _refetch(self, span_id: int) -> bytes:
+        """A span whose cached bytes vanished: fetch and inflate it again, outside the state table."""
+        return await self._verified_inflate(span_id, memoryview(await self._fetch(span_id, span_id)))
+
+    async def _verified_inflate(self, span_id: int, raw: memoryview) -> bytes:
+        for attempt in range(self._retries + 1):
+            try:
+                return await self._in_thread(self._verify_and_inflate, span_id, raw)
+            except SpanDigestMismatch as exc:
+                self._verification_failures += 1
+                log.warning("span digests do not match: %s (layer %s, attempt %d of %d)",
+                            exc, self.name, attempt + 1, self._retries + 1)  # fmt: skip
+                if attempt == self._retries:
+                    raise
+            raw = memoryview(await self._fetch(span_id, span_id))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _fetch_verified(self, span_id: int) -> bytes:
+        raw = await self._fetch(span_id, span_id)
+        for attempt in range(self._retries + 1):
+            try:
+                await self._in_thread(self._verify, span_id, raw)
+                return raw
+            except SpanDigestMismatch as exc:
+                self._verification_failures += 1
+                log.warning("span digests do not match: %s (layer %s, attempt %d of %d)",
+                            exc, self.name, attempt + 1, self._retries + 1)  # fmt: skip
+                if attempt == self._retries:
+                    raise
+            raw = await self._fetch(span_id, span_id)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _fetch(self, first: int, last: int) -> bytes:
+        """Compressed bytes of spans ``first..last`` in one range request."""
+        if self._closed:
+            raise Unavailable(f"{self.name}: layer is closed")
+        start, end = self._cstart[first], self._cend[last]
+        if self._limiter is not None:
+            await self._limiter.acquire()
+        try:
+            self._requests += 1
+            async with asyncio.timeout(self._fetch_timeout_sec):
+                data = await self._blob.read_at(start, end - start)
+        except DataLoss:
+            raise
+        except TimeoutError as exc:
+            raise Unavailable(f"{self.name}: fetching spans {first}-{last} timed out after "
+                              f"{self._fetch_timeout_sec} s") from exc  # fmt: skip
+        except (SociError, OSError) as exc:
+            raise Unavailable(f"{self.name}: cannot fetch spans {first}-{last} (bytes {start}-{end - 1}): "
+                              f"{exc}") from exc  # fmt: skip
+        finally:
+            if self._limiter is not None:
+                self._limiter.release()
+        if len(data) != end - start:
+            raise DataLoss(f"{self.name}: short read of spans {first}-{last}: got {len(data)} of {end - start} bytes")
+        self._requested_bytes += len(data)
+        return data
+
+    def _readahead(self, from_span: int, limit: int) -> None:
+        if from_span >= len(self._states) or limit <= self._ustart[from_span]:
+            return
+        stop = min(from_span + self._readahead_spans, self.span_of(min(limit, self._usize) - 1) + 1)
+        wanted = [i for i in range(from_span, stop) if self._states[i] is not SpanState.UNCOMPRESSED]
+        if wanted:
+            self._start(wanted)  # futures settle on their own; errors surface to whoever reads later
+
+    # ---- executor work -------------------------------------------------------------------------------------
+
+    async def _in_thread(self, func: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+    async def _read_cached(self, span_id: int, offset: int, length: int) -> bytes | None:
+        data = await self._in_thread(self._cache.read, uncompressed_key(span_id), offset, length)
+        return data if data is not None and len(data) == length else None
+
+    def _verify(self, span_id: int, raw: bytes | memoryview) -> None:
+        actual = "sha256:" + hashlib.sha256(raw).hexdigest()
+        expected = self._digests[span_id]
+        if actual != expected:
+            raise SpanDigestMismatch(span_id, expected, actual)
+
+    def _verify_and_inflate(self, span_id: int, raw: memoryview) -> bytes:
+        self._verify(span_id, raw)
+        return self._inflate(span_id, raw)
+
+    def _inflate(self, span_id: int, raw: memoryview) -> bytes:
+        length = self._uend[span_id] - self._ustart[span_id]
+        if isinstance(self._zinfo, TarZinfo):
+            data = bytes(raw[:length])
+        else:
+            data = inflate_span(self._zinfo, span_id, raw, length=length)
+        if len(data) != length:
+            raise FormatError(f"{self.name}: span {span_id} inflated to {len(data)} bytes, want {length}")
+        return data
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a shared future's exception as seen: readers that gave up must not make asyncio log it."""
+    if not future.cancelled():
+        future.exception()
