@@ -36,8 +36,8 @@ GNU_TAR = shutil.which("tar") or "tar"
 # helpers
 
 
-def toc(data: bytes, chunk: int | None = None, tz: datetime.tzinfo | None = UTC) -> TocResult:
-    builder = TocBuilder(tz=tz)
+def toc(data: bytes, chunk: int | None = None, tz: datetime.tzinfo | None = UTC, strict: bool = True) -> TocResult:
+    builder = TocBuilder(tz=tz, strict=strict)
     if chunk is None:
         builder.feed(data)
     else:
@@ -686,6 +686,66 @@ def test_hard_link_targets_must_stay_inside_but_symlinks_may_point_anywhere() ->
     assert [e.linkname for e in toc(data).entries] == [b"../../etc/shadow", b"/abs"]
 
 
+def test_upstream_mode_keeps_unclean_names_verbatim() -> None:
+    names = [b"/absolute", b"../up", b"a/../../b"]
+    data = b"".join(member(header(n)) for n in names) + member(
+        header(b"h", typeflag=b"1", linkname=b"../../etc/shadow")) + END
+    result = toc(data, strict=False)
+    assert [e.name for e in result.entries] == [*names, b"h"]
+    assert result.entries[-1].linkname == b"../../etc/shadow"
+
+
+def sparse_archive(tmp_path: Path, version: str) -> bytes:
+    src = tmp_path / f"sparse-{version}"
+    (src / "s").mkdir(parents=True)
+    with open(src / "s/holes", "wb") as f:
+        f.seek(1 << 20)
+        f.write(b"end")
+        f.seek(3 << 20)
+        f.write(b"x" * 5000)
+    return gnu_tar(src, tmp_path / f"sparse-{version}.tar", "posix", "s",
+                   extra=("--sparse", f"--sparse-version={version}"))
+
+
+@pytest.mark.parametrize("version", ["0.0", "0.1", "1.0"])
+def test_upstream_mode_records_pax_sparse_files_as_go_reads_them(version: str, tmp_path: Path) -> None:
+    data = sparse_archive(tmp_path, version)
+    with pytest.raises(UnsupportedEntry, match=r"b's/holes'.*GNU sparse"):
+        toc(data)
+    result = toc(data, chunk=1000, strict=False)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        members = tf.getmembers()
+    # tarfile also takes the real name and size from the GNU.sparse records, and for format 1.0 puts the data
+    # after the map block, as Go's reader does.
+    assert [(e.name, e.uncompressed_size, e.uncompressed_offset) for e in result.entries] == [
+        (_fs(m.name).rstrip(b"/") + (b"/" if m.isdir() else b""), m.size, m.offset_data) for m in members]
+    assert result.entries[-1].uncompressed_size == (3 << 20) + 5000
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        [(b"GNU.sparse.major", b"0"), (b"GNU.sparse.minor", b"1"), (b"GNU.sparse.numblocks", b"2"),
+         (b"GNU.sparse.map", b"0,1")],
+        [(b"GNU.sparse.major", b"0"), (b"GNU.sparse.minor", b"1"), (b"GNU.sparse.map", b"0,1")],
+        [(b"GNU.sparse.major", b"0"), (b"GNU.sparse.minor", b"1"), (b"GNU.sparse.numblocks", b"1"),
+         (b"GNU.sparse.map", b"5,10"), (b"GNU.sparse.realsize", b"8")],
+        [(b"GNU.sparse.major", b"1"), (b"GNU.sparse.minor", b"0"), (b"GNU.sparse.realsize", b"x")],
+    ],
+)
+def test_upstream_mode_rejects_bad_sparse_maps(records: list[tuple[bytes, bytes]]) -> None:
+    data = pax(records) + member(header(b"f", size=512), b"1\n0\n5\n".ljust(512, b"\x00")) + END
+    with pytest.raises(FormatError, match="sparse"):
+        toc(data, strict=False)
+
+
+def test_upstream_mode_sparse_map_must_fit_in_the_data() -> None:
+    records = [(b"GNU.sparse.major", b"1"), (b"GNU.sparse.minor", b"0"), (b"GNU.sparse.realsize", b"10")]
+    data = pax(records) + member(header(b"f", size=100), b"1\n") + END
+    with pytest.raises(FormatError, match="runs past its data"):
+        toc(data, strict=False)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # unsupported entries
 
@@ -891,7 +951,9 @@ def _b(text: object) -> bytes:
     return base64.b64decode(text) if isinstance(text, str) and text else b""
 
 
-def expected_from_go(res: dict[str, object]) -> tuple[str, list[FileMetadata] | None, int | None]:
+def expected_from_go(
+    res: dict[str, object], strict: bool = True
+) -> tuple[str, list[FileMetadata] | None, int | None]:
     """What TocBuilder must produce given Go's reading: ("ok", entries, size), ("unsupported"|"error", ...)."""
     entries: list[FileMetadata] = []
     for raw in res["entries"]:  # type: ignore[attr-defined]
@@ -901,10 +963,10 @@ def expected_from_go(res: dict[str, object]) -> tuple[str, list[FileMetadata] | 
             (b"0", b"0"), (b"0", b"1"), (b"1", b"0")) or (
             b"GNU.sparse.major" not in keys and b"GNU.sparse.minor" not in keys and bool(keys.get(b"GNU.sparse.map")))
         type_name = _GO_TYPES.get(raw["typeflag"])
-        if type_name is None or sparse:
+        if type_name is None or (strict and sparse):
             return "unsupported", None, None
         name, linkname = _b(raw["name"]), _b(raw["linkname"])
-        if _outside_root(name) or (type_name == "hardlink" and _outside_root(linkname)):
+        if strict and (_outside_root(name) or (type_name == "hardlink" and _outside_root(linkname))):
             return "error", None, None
         entries.append(FileMetadata(
             name=name, type=type_name, uncompressed_offset=raw["offset"], uncompressed_size=raw["size"],
@@ -917,9 +979,9 @@ def expected_from_go(res: dict[str, object]) -> tuple[str, list[FileMetadata] | 
     return "ok", entries, res["end"]  # type: ignore[return-value]
 
 
-def ours(data: bytes) -> tuple[str, list[FileMetadata] | None, int | None]:
+def ours(data: bytes, strict: bool = True) -> tuple[str, list[FileMetadata] | None, int | None]:
     try:
-        result = toc(data, chunk=4093)
+        result = toc(data, chunk=4093, strict=strict)
     except UnsupportedEntry:
         return "unsupported", None, None
     except FormatError:
@@ -927,10 +989,10 @@ def ours(data: bytes) -> tuple[str, list[FileMetadata] | None, int | None]:
     return "ok", result.entries, result.uncompressed_archive_size
 
 
-def assert_same_as_go(oracle: Path, archives: list[bytes]) -> None:
+def assert_same_as_go(oracle: Path, archives: list[bytes], strict: bool = True) -> None:
     for index, (data, res) in enumerate(zip(archives, go_read(oracle, archives), strict=True)):
-        want = expected_from_go(res)
-        got = ours(data)
+        want = expected_from_go(res, strict)
+        got = ours(data, strict)
         context = f"archive {index}: go says {res.get('error') or want[0]}"
         if want[0] == "error":
             assert got[0] in ("error", "unsupported"), context  # Go may fail later inside an unsupported entry
@@ -964,6 +1026,14 @@ def hand_made_archives() -> list[bytes]:
         member(header(b"a")) + bytes(512) + member(header(b"b")) + END,
         member(header(b"neg", raw={124: _base256(-5, 12)})) + END,
         member(header(b"negdir/", typeflag=b"5", raw={124: _base256(-5, 12)})) + END,
+        pax([(b"GNU.sparse.major", b"1"), (b"GNU.sparse.minor", b"0"), (b"GNU.sparse.name", b"real"),
+             (b"GNU.sparse.realsize", b"9000")]) + member(header(b"GNUSparseFile.1/real", size=1024),
+                                                         b"2\n0\n10\n8000\n1\n".ljust(512, b"\x00") + b"y" * 512) + END,
+        pax([(b"GNU.sparse.major", b"0"), (b"GNU.sparse.minor", b"1"), (b"GNU.sparse.numblocks", b"2"),
+             (b"GNU.sparse.map", b"0,5,100,5"), (b"GNU.sparse.size", b"200")]) + member(
+            header(b"s01", size=10), b"z" * 10) + END,
+        pax([(b"GNU.sparse.size", b"50"), (b"GNU.sparse.numblocks", b"1"), (b"GNU.sparse.offset", b"0"),
+             (b"GNU.sparse.numbytes", b"5")]) + member(header(b"s00", size=5), b"q" * 5) + END,
     ]
 
 
@@ -980,8 +1050,10 @@ def test_same_result_as_go_on_real_archives(
         with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
             tf.add(src / "plain", arcname="plain")
         archives.append(buf.getvalue())
+    archives += [sparse_archive(tmp_path, version) for version in ("0.0", "0.1", "1.0")]
     archives += hand_made_archives()
     assert_same_as_go(go_tar_oracle, archives)
+    assert_same_as_go(go_tar_oracle, archives, strict=False)
 
 
 def _fix_checksum(data: bytearray, block: int) -> None:
@@ -1014,3 +1086,4 @@ def test_same_result_as_go_on_mutated_archives(go_tar_oracle: Path, posix_archiv
                 data[cut:cut] = bytes(rng.choice([1, 100, 512]))
         archives.append(bytes(data))
     assert_same_as_go(go_tar_oracle, archives)
+    assert_same_as_go(go_tar_oracle, archives, strict=False)

@@ -5,9 +5,10 @@ header blocks and PAX/GNU meta data, and skips entry data by counting, so a laye
 memory. Every field of the resulting ``FileMetadata`` is what upstream's TOC builder takes from Go's
 ``tar.Header`` (soci-format.md §3.2), including where Go's reader leaves its stream position.
 
-Deliberate differences from upstream: names that are absolute or climb out of the layer root with ``..``
-(and hard links pointing at such names) are rejected, and GNU sparse files in PAX form are rejected as
-unsupported like the old GNU sparse type, because a zTOC cannot describe their holes.
+By default (``strict=True``) two things upstream accepts are refused: names that are absolute or climb out of
+the layer root with ``..`` (and hard links pointing at such names), and GNU sparse files in PAX form, whose
+holes a zTOC cannot describe (upstream records them, and then serves the wrong bytes for them). With
+``strict=False`` both are recorded exactly as upstream records them, for byte-identical zTOCs.
 """
 
 from __future__ import annotations
@@ -114,15 +115,34 @@ class _Header:
         self.devminor = 0
 
 
+class _SparseMap:
+    """A GNU sparse 1.0 entry whose map (at the start of its data) is still being read."""
+
+    __slots__ = ("buf", "data_left", "data_size", "hdr", "offset", "pax", "type_name", "wanted")
+
+    def __init__(self, hdr: _Header, type_name: str, pax: dict[bytes, bytes], data_size: int, offset: int) -> None:
+        self.hdr = hdr
+        self.type_name = type_name
+        self.pax = pax
+        self.data_size = data_size  # the entry's stored (dense) size, map included
+        self.data_left = data_size
+        self.offset = offset
+        self.buf = bytearray()
+        self.wanted = 1  # newlines needed before parsing can go on: first the entry count, then the pairs
+
+
 class TocBuilder:
     """Push parser: ``feed`` decompressed tar bytes in order, then ``finish`` for the TOC.
 
     ``tz`` is the zone ``mod_time`` strings are rendered in; None means the local zone, as upstream's
-    builder does (Go's ``time.Unix``).
+    builder does (Go's ``time.Unix``). ``strict=False`` accepts what upstream accepts (see the module
+    docstring) so that the zTOC is byte-identical to upstream's for any layer upstream can index.
     """
 
-    def __init__(self, *, tz: datetime.tzinfo | None = None) -> None:
+    def __init__(self, *, tz: datetime.tzinfo | None = None, strict: bool = True) -> None:
         self._tz = tz
+        self._strict = strict
+        self._sparse: _SparseMap | None = None
         self._time_texts: dict[tuple[int, int], str] = {}  # most entries of a layer share a few mtimes
         self._entries: list[FileMetadata] = []
         self._pos = 0  # bytes of the stream consumed so far
@@ -171,6 +191,9 @@ class TocBuilder:
             if self._meta_left:
                 self._fail(FormatError(f"tar: archive truncated inside the extended header at offset "
                                        f"{self._meta_offset}: {self._meta_left} bytes missing"))
+            if self._sparse is not None:
+                self._fail(FormatError(f"tar: archive truncated inside the sparse map of entry "
+                                       f"{self._sparse.hdr.name!r} at offset {self._sparse.offset}"))
             if self._skip and self._pos < self._data_end:
                 name = self._entries[-1].name if self._entries else b""
                 self._fail(FormatError(f"tar: archive truncated inside the data of entry {name!r}: "
@@ -224,7 +247,10 @@ class TocBuilder:
                     continue
                 block = bytes(self._partial)
                 self._partial.clear()
-            self._on_block(block, self._pos - BLOCK_SIZE)
+            if self._sparse is not None:
+                self._on_sparse_block(block)
+            else:
+                self._on_block(block, self._pos - BLOCK_SIZE)
 
     def _on_block(self, block: bytes, offset: int) -> None:
         if block == _ZERO_BLOCK:
@@ -302,20 +328,28 @@ class TocBuilder:
         if type_name is None:
             raise UnsupportedEntry(f"unsupported input tar entry {hdr.name!r} at offset {offset}: "
                                    f"typeflag {chr(flag)!r}")
-        if pax is not None and _is_pax_sparse(pax):
-            name = pax.get(b"GNU.sparse.name") or hdr.name
-            raise UnsupportedEntry(f"unsupported input tar entry {name!r} at offset {offset}: "
-                                   f"GNU sparse file in PAX format")
         data_size = 0 if flag in _HEADER_ONLY_TYPES else hdr.size
         if data_size < 0:
             raise FormatError(f"tar: entry {hdr.name!r} at offset {offset} has negative size {hdr.size}")
-        if _escapes_root(hdr.name):
-            raise FormatError(f"tar: entry name {hdr.name!r} at offset {offset} is absolute or leaves the "
-                              f"layer root")
-        if type_name == TYPE_HARDLINK and _escapes_root(hdr.linkname):
-            raise FormatError(f"tar: hard link {hdr.name!r} at offset {offset} points outside the layer root: "
-                              f"{hdr.linkname!r}")
+        if self._strict:
+            if pax is not None and _is_pax_sparse(pax):
+                name = pax.get(b"GNU.sparse.name") or hdr.name
+                raise UnsupportedEntry(f"unsupported input tar entry {name!r} at offset {offset}: "
+                                       f"GNU sparse file in PAX format")
+            if _escapes_root(hdr.name):
+                raise FormatError(f"tar: entry name {hdr.name!r} at offset {offset} is absolute or leaves the "
+                                  f"layer root")
+            if type_name == TYPE_HARDLINK and _escapes_root(hdr.linkname):
+                raise FormatError(f"tar: hard link {hdr.name!r} at offset {offset} points outside the layer "
+                                  f"root: {hdr.linkname!r}")
+        elif pax is not None and _is_pax_sparse(pax):
+            self._begin_sparse(hdr, type_name, pax, flag, data_size, offset)
+            return
+        self._append(hdr, type_name, pax, data_size, data_size)
 
+    def _append(self, hdr: _Header, type_name: str, pax: dict[bytes, bytes] | None, data_left: int,
+                data_size: int) -> None:
+        """Record the entry whose data starts here; ``data_left`` of its ``data_size`` stored bytes follow."""
         self._entries.append(FileMetadata(
             name=hdr.name,
             type=type_name,
@@ -332,8 +366,81 @@ class TocBuilder:
             devminor=hdr.devminor,
             pax_records=tuple(sorted(pax.items())) if pax else (),
         ))
-        self._data_end = self._pos + data_size
-        self._skip = data_size + (-data_size % BLOCK_SIZE)
+        self._data_end = self._pos + data_left
+        self._skip = data_left + (-data_size % BLOCK_SIZE)
+
+    def _begin_sparse(self, hdr: _Header, type_name: str, pax: dict[bytes, bytes], flag: int, data_size: int,
+                      offset: int) -> None:
+        """Go's reading of a GNU sparse file in PAX form (``readGNUSparsePAXHeaders``), as upstream records it.
+
+        The entry gets its real name and size from the GNU.sparse records; format 1.0 keeps its map in front
+        of the data, so the recorded data offset is after that map.
+        """
+        if flag in _HEADER_ONLY_TYPES:
+            raise FormatError(f"tar: {type_name} entry {hdr.name!r} at offset {offset} has a GNU sparse map")
+        if pax.get(b"GNU.sparse.name"):
+            hdr.name = pax[b"GNU.sparse.name"]
+        real_size = pax.get(b"GNU.sparse.size") or pax.get(b"GNU.sparse.realsize")
+        if real_size:
+            try:
+                hdr.size = _parse_go_int(b"GNU.sparse.size", real_size)
+            except _HeaderError as exc:
+                raise FormatError(f"tar: invalid GNU sparse record for entry {hdr.name!r} at offset {offset}: "
+                                  f"{exc}") from None
+        if (pax.get(_PAX_SPARSE_MAJOR), pax.get(_PAX_SPARSE_MINOR)) == (b"1", b"0"):
+            self._sparse = _SparseMap(hdr, type_name, pax, data_size, offset)
+            self._need_sparse_block()
+            return
+        try:
+            regions = _sparse_map_0x(pax)
+        except _HeaderError as exc:
+            raise FormatError(f"tar: invalid GNU sparse map for entry {hdr.name!r} at offset {offset}: {exc}") from None
+        if not _valid_sparse_regions(regions, hdr.size):
+            raise FormatError(f"tar: invalid GNU sparse map for entry {hdr.name!r} at offset {offset}")
+        self._append(hdr, type_name, pax, data_size, data_size)
+
+    def _need_sparse_block(self) -> None:
+        sparse = self._sparse
+        assert sparse is not None
+        if sparse.data_left < BLOCK_SIZE:
+            raise FormatError(f"tar: sparse map of entry {sparse.hdr.name!r} at offset {sparse.offset} runs past "
+                              f"its data")
+        if len(sparse.buf) + BLOCK_SIZE > MAX_SPECIAL_FILE_SIZE:
+            raise FormatError(f"tar: sparse map of entry {sparse.hdr.name!r} at offset {sparse.offset} is over the "
+                              f"{MAX_SPECIAL_FILE_SIZE}-byte limit")
+
+    def _on_sparse_block(self, block: bytes) -> None:
+        """One more block of a sparse 1.0 map: newline-terminated decimal count, then offset/length pairs."""
+        sparse = self._sparse
+        assert sparse is not None
+        sparse.buf += block
+        sparse.data_left -= BLOCK_SIZE
+        name, offset = sparse.hdr.name, sparse.offset
+        lines = sparse.buf.count(b"\n")
+        if lines < sparse.wanted:
+            self._need_sparse_block()
+            return
+        tokens = bytes(sparse.buf).split(b"\n")
+        if sparse.wanted == 1:
+            count = tokens[0]
+            if _DECIMAL_RE.fullmatch(count) is None or int(count) < 0 or int(count) > _INT64_MAX // 2:
+                raise FormatError(f"tar: bad entry count {count!r} in the sparse map of {name!r} at offset {offset}")
+            sparse.wanted = 1 + 2 * int(count)
+            if lines < sparse.wanted:
+                self._need_sparse_block()
+                return
+        numbers = tokens[1:sparse.wanted]
+        if len(numbers) // 2 > 1 << 20:
+            raise FormatError(f"tar: sparse map of {name!r} at offset {offset} has too many entries")
+        try:
+            values = [_parse_go_int(b"GNU sparse map", token) for token in numbers]
+        except _HeaderError as exc:
+            raise FormatError(f"tar: invalid sparse map of {name!r} at offset {offset}: {exc}") from None
+        regions = list(zip(values[0::2], values[1::2], strict=True))
+        if not _valid_sparse_regions(regions, sparse.hdr.size):
+            raise FormatError(f"tar: invalid GNU sparse map for entry {name!r} at offset {offset}")
+        self._sparse = None
+        self._append(sparse.hdr, sparse.type_name, sparse.pax, sparse.data_left, sparse.data_size)
 
 
 def _parse_header(block: bytes) -> _Header:
@@ -563,6 +670,33 @@ def _is_pax_sparse(pax: dict[bytes, bytes]) -> bool:
     if major or minor:
         return False
     return bool(pax.get(_PAX_SPARSE_MAP))
+
+
+def _sparse_map_0x(pax: dict[bytes, bytes]) -> list[tuple[int, int]]:
+    """(offset, length) data regions of GNU sparse format 0.0/0.1, kept in PAX records (Go's 0x1 reader)."""
+    count_text = pax.get(b"GNU.sparse.numblocks", b"")
+    if _DECIMAL_RE.fullmatch(count_text) is None or not 0 <= int(count_text) <= _INT64_MAX // 2:
+        raise _HeaderError(f"GNU.sparse.numblocks={count_text!r} is not a count")
+    raw = pax.get(_PAX_SPARSE_MAP, b"")
+    fields = raw.split(b",") if raw else []
+    if len(fields) != 2 * int(count_text):
+        raise _HeaderError(f"GNU.sparse.map has {len(fields)} numbers for {int(count_text)} regions")
+    if len(fields) // 2 > 1 << 20:
+        raise _HeaderError("GNU.sparse.map has too many regions")
+    values = [_parse_go_int(b"GNU.sparse.map", field) for field in fields]
+    return list(zip(values[0::2], values[1::2], strict=True))
+
+
+def _valid_sparse_regions(regions: list[tuple[int, int]], size: int) -> bool:
+    """Go's validateSparseEntries: ordered, non-overlapping, non-negative regions inside the file size."""
+    if size < 0:
+        return False
+    previous_end = 0
+    for start, length in regions:
+        if start < 0 or length < 0 or start > _INT64_MAX - length or start + length > size or previous_end > start:
+            return False
+        previous_end = start + length
+    return True
 
 
 def _escapes_root(name: bytes) -> bool:
