@@ -1,0 +1,358 @@
+"""The daemon's TOML configuration: upstream's keys, defaults and "0 means default" rules.
+
+Attribute names are the TOML keys (``[http]`` keeps upstream's CamelCase), so an upstream
+``config.toml`` loads unchanged; dataclass field order is the order ``config dump`` writes.
+Unknown keys are an error naming the key, unlike upstream (which ignores them silently).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from soci.errors import InvalidArgument, NotFound
+
+DEFAULT_CONFIG_PATH: Final = Path("/etc/soci-snapshotter-grpc/config.toml")
+DEFAULT_ROOT: Final = Path("/var/lib/soci-snapshotter-grpc")
+DEFAULT_CONTAINERD_ADDRESS: Final = "/run/containerd/containerd.sock"
+UNBOUNDED: Final = -1
+
+
+@dataclass
+class HttpConfig:
+    """``[http]``: the registry HTTP client."""
+
+    DialTimeoutMsec: int = 3_000
+    ResponseHeaderTimeoutMsec: int = 3_000
+    RequestTimeoutMsec: int = 300_000
+    MaxRetries: int = 8
+    MinWaitMsec: int = 30
+    MaxWaitMsec: int = 300_000
+
+
+@dataclass
+class BlobConfig:
+    """``[blob]``: lazily fetched layer blobs; retry settings inherit ``[http]`` when 0."""
+
+    valid_interval: int = 60
+    fetching_timeout_sec: int = 300
+    max_retries: int = 0
+    min_wait_msec: int = 0
+    max_wait_msec: int = 0
+    check_always: bool = False
+    force_single_range_mode: bool = False
+    max_span_verification_retries: int = 0
+
+
+@dataclass
+class DirectoryCacheConfig:
+    max_lru_cache_entry: int = 0
+    max_cache_fds: int = 0
+    sync_add: bool = False
+    direct: bool = True
+
+
+@dataclass
+class FuseConfig:
+    attr_timeout: int = 1
+    entry_timeout: int = 1
+    negative_timeout: int = 1
+    log_fuse_operations: bool = False
+
+
+@dataclass
+class BackgroundFetchConfig:
+    disable: bool = False
+    silence_period_msec: int = 30_000
+    fetch_period_msec: int = 500
+    max_queue_size: int = 300
+    drop_policy: str = "newest"
+    emit_metric_period_sec: int = 10
+
+
+@dataclass
+class ContentStoreConfig:
+    type: str = "soci"
+    containerd_address: str = DEFAULT_CONTAINERD_ADDRESS
+
+
+@dataclass
+class PrefetchConfig:
+    enable: bool = False
+    max_concurrency: int = 0
+
+
+@dataclass
+class PullModeV1:
+    enable: bool = False
+
+
+@dataclass
+class PullModeV2:
+    enable: bool = True
+
+
+@dataclass
+class DecompressStream:
+    path: str = ""
+    args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ParallelPullUnpack:
+    max_concurrent_downloads: int = UNBOUNDED
+    max_concurrent_downloads_per_image: int = 3
+    concurrent_download_chunk_size: str = ""
+    max_concurrent_unpacks: int = UNBOUNDED
+    max_concurrent_unpacks_per_image: int = 1
+    discard_unpacked_layers: bool = False
+    enable: bool = False
+    experimental_parallel_pull_as_fallback: bool = False
+    decompress_streams: dict[str, DecompressStream] = field(default_factory=dict)
+
+    @property
+    def chunk_size_bytes(self) -> int:
+        """``concurrent_download_chunk_size`` in bytes (-1: whole layer)."""
+        return parse_size(self.concurrent_download_chunk_size)
+
+
+@dataclass
+class PullModes:
+    soci_v1: PullModeV1 = field(default_factory=PullModeV1)
+    soci_v2: PullModeV2 = field(default_factory=PullModeV2)
+    parallel_pull_unpack: ParallelPullUnpack = field(default_factory=ParallelPullUnpack)
+
+
+@dataclass
+class KubeconfigKeychainConfig:
+    enable_keychain: bool = False
+    kubeconfig_path: str = ""
+
+
+@dataclass
+class CriKeychainConfig:
+    enable_keychain: bool = False
+    image_service_path: str = DEFAULT_CONTAINERD_ADDRESS
+
+
+@dataclass
+class MirrorConfig:
+    host: str = ""
+    insecure: bool = False
+    request_timeout_sec: int = 0
+
+
+@dataclass
+class HostConfig:
+    mirrors: list[MirrorConfig] = field(default_factory=list)
+
+
+@dataclass
+class ResolverConfig:
+    auth_client_ttl_sec: int = 3600
+    enable_auth_client_sharing: bool = False
+    host: dict[str, HostConfig] = field(default_factory=dict)
+
+
+@dataclass
+class SnapshotterConfig:
+    min_layer_size: int = 0
+    allow_invalid_mounts_on_restart: bool = False
+
+
+@dataclass
+class Config:
+    """The whole file; top-level keys first, then the tables, in upstream's order."""
+
+    http_cache_type: str = ""
+    filesystem_cache_type: str = ""
+    resolve_result_entry: int = 0
+    debug: bool = False
+    disable_verification: bool = False
+    max_concurrency: int = 100
+    mount_timeout_sec: int = 30
+    fuse_metrics_emit_wait_duration_sec: int = 60
+    metrics_address: str = ""
+    metrics_network: str = "tcp"
+    no_prometheus: bool = False
+    debug_address: str = ""
+    metadata_store: str = "db"
+    metadata_db_no_sync: bool = False
+    metadata_insertion_chunk_size: int = 0
+    skip_check_snapshotter_supported: bool = False
+    http: HttpConfig = field(default_factory=HttpConfig)
+    blob: BlobConfig = field(default_factory=BlobConfig)
+    directory_cache: DirectoryCacheConfig = field(default_factory=DirectoryCacheConfig)
+    fuse: FuseConfig = field(default_factory=FuseConfig)
+    background_fetch: BackgroundFetchConfig = field(default_factory=BackgroundFetchConfig)
+    content_store: ContentStoreConfig = field(default_factory=ContentStoreConfig)
+    prefetch: PrefetchConfig = field(default_factory=PrefetchConfig)
+    pull_modes: PullModes = field(default_factory=PullModes)
+    kubeconfig_keychain: KubeconfigKeychainConfig = field(default_factory=KubeconfigKeychainConfig)
+    cri_keychain: CriKeychainConfig = field(default_factory=CriKeychainConfig)
+    resolver: ResolverConfig = field(default_factory=ResolverConfig)
+    snapshotter: SnapshotterConfig = field(default_factory=SnapshotterConfig)
+
+
+def default_config() -> Config:
+    """Upstream's effective defaults (what ``config default`` prints)."""
+    return normalize(Config())
+
+
+def load_config(path: Path, *, required: bool = True) -> Config:
+    """Read ``path``; a missing file is the default config when not ``required``.
+
+    Raises:
+        NotFound: ``required`` and the file does not exist.
+        InvalidArgument: the TOML is malformed, a key is unknown, a value has the wrong type or is invalid.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        if required:
+            raise NotFound(f"config file {path} does not exist") from exc
+        return default_config()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read config file {path}: {exc.strerror}") from exc
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, where: str = "config") -> Config:
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidArgument(f"{where}: invalid TOML: {exc}") from exc
+    config = _decode(Config, document, where, "")
+    return normalize(config, where)
+
+
+def normalize(config: Config, where: str = "config") -> Config:
+    """Apply upstream's parse step: zeros become defaults, dependent values are derived, choices checked."""
+    if not config.metrics_network:
+        config.metrics_network = "tcp"
+    if config.metrics_network not in ("tcp", "unix"):
+        raise InvalidArgument(f"{where}: metrics_network must be 'tcp' or 'unix', not {config.metrics_network!r}")
+    if not config.metadata_store:
+        config.metadata_store = "db"
+    if config.metadata_store not in ("db", "db-multi"):
+        raise InvalidArgument(f"{where}: metadata_store must be 'db' or 'db-multi', not {config.metadata_store!r}")
+    if config.mount_timeout_sec == 0:
+        config.mount_timeout_sec = 30
+    if config.fuse_metrics_emit_wait_duration_sec == 0:
+        config.fuse_metrics_emit_wait_duration_sec = 60
+    if config.max_concurrency == 0:
+        config.max_concurrency = 100
+    elif config.max_concurrency < 0:
+        config.max_concurrency = 0  # unlimited
+    if config.prefetch.max_concurrency < 0:
+        config.prefetch.max_concurrency = 0
+    fuse = config.fuse
+    fuse.attr_timeout = fuse.attr_timeout or 1
+    fuse.entry_timeout = fuse.entry_timeout or 1
+    fuse.negative_timeout = fuse.negative_timeout or 1
+    bg = config.background_fetch
+    bg.fetch_period_msec = bg.fetch_period_msec or 500
+    bg.silence_period_msec = bg.silence_period_msec or 30_000
+    bg.max_queue_size = bg.max_queue_size or 300
+    bg.emit_metric_period_sec = bg.emit_metric_period_sec or 10
+    bg.drop_policy = bg.drop_policy or "newest"
+    if bg.drop_policy not in ("newest", "oldest"):
+        raise InvalidArgument(f"{where}: [background_fetch] drop_policy must be 'newest' or 'oldest'")
+    http = config.http
+    http.DialTimeoutMsec = http.DialTimeoutMsec or 3_000
+    http.ResponseHeaderTimeoutMsec = http.ResponseHeaderTimeoutMsec or 3_000
+    http.RequestTimeoutMsec = http.RequestTimeoutMsec or 300_000
+    http.MaxRetries = http.MaxRetries or 8
+    http.MinWaitMsec = http.MinWaitMsec or 30
+    http.MaxWaitMsec = http.MaxWaitMsec or 300_000
+    blob = config.blob
+    blob.valid_interval = blob.valid_interval or 60
+    if blob.check_always:
+        blob.valid_interval = 0
+    blob.fetching_timeout_sec = blob.fetching_timeout_sec or 300
+    blob.max_retries = blob.max_retries or http.MaxRetries
+    blob.min_wait_msec = blob.min_wait_msec or http.MinWaitMsec
+    blob.max_wait_msec = blob.max_wait_msec or http.MaxWaitMsec
+    config.content_store.type = config.content_store.type or "soci"
+    if config.content_store.type not in ("soci", "containerd"):
+        raise InvalidArgument(f"{where}: [content_store] type must be 'soci' or 'containerd'")
+    address = config.content_store.containerd_address
+    config.content_store.containerd_address = address.removeprefix("unix://") or DEFAULT_CONTAINERD_ADDRESS
+    config.cri_keychain.image_service_path = config.cri_keychain.image_service_path or DEFAULT_CONTAINERD_ADDRESS
+    if config.resolver.auth_client_ttl_sec == 0:
+        config.resolver.auth_client_ttl_sec = 3600
+    parallel = config.pull_modes.parallel_pull_unpack
+    try:
+        parallel.chunk_size_bytes  # noqa: B018 - validates the size grammar
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{where}: [pull_modes.parallel_pull_unpack] {exc}") from exc
+    for name, stream in parallel.decompress_streams.items():
+        if not os.path.isabs(stream.path) or not os.access(stream.path, os.X_OK):
+            raise InvalidArgument(
+                f"{where}: decompress_streams.{name}.path must be an absolute path to an executable, "
+                f"not {stream.path!r}"
+            )
+    return config
+
+
+_SIZE_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(gb|mb|kb|b)?\s*$", re.IGNORECASE)
+_UNITS: Final = {"": 1, "b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """``<number>[.<fraction>] [b|kb|mb|gb]`` (powers of 1024, any case); "" or 0 → -1 (unbounded)."""
+    if not text:
+        return UNBOUNDED
+    match = _SIZE_RE.match(text)
+    if match is None:
+        raise InvalidArgument(f"invalid size {text!r}: want a number with an optional b, kb, mb or gb unit")
+    size = int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower()])
+    return size or UNBOUNDED
+
+
+# ---- decoding ------------------------------------------------------------------------------------------
+
+
+def _decode(cls: type[Any], table: Any, where: str, section: str) -> Any:
+    if not isinstance(table, dict):
+        raise InvalidArgument(f"{where}: [{section}] must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in fields:
+            place = f"in [{section}]" if section else "at the top level"
+            raise InvalidArgument(f"{where}: unknown key {key!r} {place}")
+        dotted = f"{section}.{key}" if section else key
+        values[key] = _value(hints[key], value, where, dotted)
+    return cls(**values)
+
+
+def _value(hint: Any, value: Any, where: str, dotted: str) -> Any:
+    origin = typing.get_origin(hint)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _decode(hint, value, where, dotted)
+    if origin is dict:
+        _, item_type = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise InvalidArgument(f"{where}: {dotted} must be a table")
+        return {k: _value(item_type, v, where, f"{dotted}.{k}") for k, v in value.items()}
+    if origin is list:
+        (item_type,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise InvalidArgument(f"{where}: {dotted} must be an array")
+        return [_value(item_type, v, where, f"{dotted}[{i}]") for i, v in enumerate(value)]
+    if origin in (types.UnionType, typing.Union):
+        raise AssertionError(f"unsupported config type {hint}")
+    expected = {bool: "a boolean", int: "an integer", str: "a string"}[hint]
+    # bool is an int in Python; TOML keeps them apart and so do we
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise InvalidArgument(f"{where}: {dotted} must be {expected}, not {value!r}")
+    return value

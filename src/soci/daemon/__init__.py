@@ -1,0 +1,1 @@
+"""The ``soci-snapshotter-grpc`` daemon: command line, wiring, signals, systemd, logs and metrics."""

@@ -1,0 +1,3 @@
+from soci.daemon.main import main
+
+main()

@@ -1,0 +1,275 @@
+"""Wiring and lifetime of the ``soci-snapshotter-grpc`` process.
+
+Start: check overlayfs, open the metadata store, put mounts back as the database says (``restore``),
+listen on the unix socket (mode 0660) or on the systemd-activated one, serve metrics, tell systemd
+READY=1. Stop: SIGINT unmounts every remote layer and cleans up; SIGTERM leaves the mounts for the next
+start (which checks and re-mounts them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import shutil
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import grpc
+
+from soci import __version__
+from soci.config.config import Config
+from soci.daemon import systemd
+from soci.daemon.metrics import MetricsServer, Registry, SnapshotterMetrics
+from soci.errors import FailedPrecondition, InvalidArgument
+from soci.registry import TransportOptions
+from soci.snapshotter import system
+from soci.snapshotter.local import LocalUnpacker
+from soci.snapshotter.metastore import SqliteMetaStore
+from soci.snapshotter.metrics import MetricsSink, NullMetrics
+from soci.snapshotter.remote import LayerMounter, SociRemoteFS, UnavailableMounter
+from soci.snapshotter.resolver import Mirror, RegistryResolver
+from soci.snapshotter.service import SnapshotsService, snapshots_handler
+from soci.snapshotter.snapshotter import Snapshotter, SnapshotterOptions
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ADDRESS: Final = "/run/soci-snapshotter-grpc/soci-snapshotter-grpc.sock"
+LAYER_MOUNTER_ENV: Final = "SOCI_SNAPSHOTTER_LAYER_MOUNTER"
+"""``module:callable`` returning the LayerMounter to use (called with the config and the root)."""
+SOCKET_MODE: Final = 0o660
+STOP_GRACE_SEC: Final = 2.0
+
+LayerMounterFactory = Callable[[Config, Path], LayerMounter]
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonOptions:
+    address: str
+    root: Path
+    config: Config
+    hosts_dir: Path | None = None
+
+
+def default_layer_mounter(config: Config, root: Path) -> LayerMounter:
+    """The lazy filesystem. Until one is wired in, remote mounts fail and indexed layers are unpacked locally."""
+    return UnavailableMounter()
+
+
+def load_layer_mounter(config: Config, root: Path) -> LayerMounter:
+    spec = os.environ.get(LAYER_MOUNTER_ENV, "")
+    if not spec:
+        return default_layer_mounter(config, root)
+    module_name, _, attribute = spec.partition(":")
+    try:
+        factory: LayerMounterFactory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidArgument(f"{LAYER_MOUNTER_ENV}={spec!r}: cannot load it ({exc})") from exc
+    log.info("using layer mounter %s", spec)
+    return factory(config, root)
+
+
+def socket_path(address: str) -> Path:
+    """The unix socket path of ``--address`` (a plain path or ``unix://path``)."""
+    path = address.removeprefix("unix://")
+    if not path or "://" in path:
+        raise InvalidArgument(f"unsupported address {address!r}: want a unix socket path, unix://path or fd://")
+    return Path(path)
+
+
+def _check_not_served(path: Path) -> None:
+    """A live server on ``path`` means another daemon; a dead socket file is removed."""
+    if not os.path.lexists(path):
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()
+            return
+    raise FailedPrecondition(f"another process is already serving on {path}")
+
+
+class _FdProxy:
+    """Hands connections accepted on a systemd-activated socket to the gRPC server's private socket.
+
+    grpcio cannot adopt a listening file descriptor, so bytes are relayed; connections made before
+    the daemon was ready wait in the activated socket's backlog, as socket activation intends.
+    """
+
+    def __init__(self, fd: int, target: Path) -> None:
+        self._listener = socket.socket(fileno=fd)
+        self._target = target
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> None:
+        self._listener.setblocking(False)
+        self._server = await asyncio.start_unix_server(self._relay, sock=self._listener)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            target_reader, target_writer = await asyncio.open_unix_connection(str(self._target))
+        except OSError:
+            writer.close()
+            return
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while chunk := await source.read(1 << 16):
+                    sink.write(chunk)
+                    await sink.drain()
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                with contextlib.suppress(OSError):
+                    sink.close()
+
+        await asyncio.gather(pump(reader, target_writer), pump(target_reader, writer))
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+class Daemon:
+    def __init__(self, options: DaemonOptions) -> None:
+        self.options = options
+        self.config = options.config
+        self.root = options.root
+        self.stop_signal: signal.Signals | None = None
+        self._stopping = asyncio.Event()
+        self._closers: list[Callable[[], Any]] = []
+
+    def request_stop(self, signum: signal.Signals) -> None:
+        if self.stop_signal is None:
+            log.info("got %s", signum.name)
+            self.stop_signal = signum
+        self._stopping.set()
+
+    async def run(self) -> None:
+        config = self.config
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        log.info("starting soci-snapshotter-grpc", extra={"version": __version__, "root": str(self.root)})
+        snapshotter_root = self.root / "snapshotter"
+        if config.skip_check_snapshotter_supported:
+            log.warning("skipped snapshotter is supported check")
+        else:
+            system.check_overlay_supported(snapshotter_root)
+
+        metrics: MetricsSink = NullMetrics()
+        registry: Registry | None = None
+        if config.metrics_address and not config.no_prometheus:
+            registry = Registry()
+            metrics = SnapshotterMetrics(registry)
+
+        resolver = RegistryResolver(
+            hosts_dir=self.options.hosts_dir,
+            mirrors={
+                domain: [Mirror(m.host, m.insecure) for m in host.mirrors]
+                for domain, host in config.resolver.host.items()
+            },
+            transport_options=TransportOptions(
+                dial_timeout_msec=config.http.DialTimeoutMsec,
+                response_header_timeout_msec=config.http.ResponseHeaderTimeoutMsec,
+                request_timeout_msec=config.http.RequestTimeoutMsec,
+                max_retries=config.http.MaxRetries,
+                min_wait_msec=config.http.MinWaitMsec,
+                max_wait_msec=config.http.MaxWaitMsec,
+            ),
+        )
+        self._closers.append(resolver.aclose)
+        remote = SociRemoteFS(
+            resolver,
+            load_layer_mounter(config, self.root),
+            mount_timeout_sec=float(config.mount_timeout_sec),
+            soci_v1=config.pull_modes.soci_v1.enable,
+            soci_v2=config.pull_modes.soci_v2.enable,
+            metrics=metrics,
+        )
+        userxattr = system.needs_userxattr()
+        unpack_dir = self.root / "unpack"
+        shutil.rmtree(unpack_dir, ignore_errors=True)  # staged downloads of a previous run
+        local = LocalUnpacker(
+            resolver, unpack_dir, opaque_xattr="user.overlay.opaque" if userxattr else "trusted.overlay.opaque"
+        )
+        snapshotter = Snapshotter(
+            snapshotter_root,
+            SqliteMetaStore(snapshotter_root / "metadata.db"),
+            remote,
+            local=local,
+            options=SnapshotterOptions(
+                min_layer_size=config.snapshotter.min_layer_size,
+                allow_invalid_mounts_on_restart=config.snapshotter.allow_invalid_mounts_on_restart,
+                userxattr=userxattr,
+            ),
+            metrics=metrics,
+        )
+        try:
+            await snapshotter.restore()
+            await self._serve(snapshotter, registry)
+        finally:
+            unmount = self.stop_signal == signal.SIGINT
+            await snapshotter.aclose(unmount=unmount)
+            for close in reversed(self._closers):
+                await close()
+            log.info("exiting", extra={"cleanup": unmount})
+
+    async def _serve(self, snapshotter: Snapshotter, registry: Registry | None) -> None:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((snapshots_handler(SnapshotsService(snapshotter)),))
+        address = self.options.address
+        proxy: _FdProxy | None = None
+        if address.startswith("fd://"):
+            fds = systemd.listen_fds()
+            if fds:
+                path = self.root / "grpc.sock"
+                proxy = _FdProxy(fds[0], path)
+            else:
+                log.warning("no socket-activation file descriptors; listening on %s", DEFAULT_ADDRESS)
+                path = Path(DEFAULT_ADDRESS)
+        else:
+            path = socket_path(address)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _check_not_served(path)
+        old_umask = os.umask(0o117)  # the socket is never world-accessible, not even briefly
+        try:
+            if server.add_insecure_port(f"unix:{path}") == 0:
+                raise FailedPrecondition(f"cannot listen on {path}")
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, SOCKET_MODE)
+        await server.start()
+        if proxy is not None:
+            await proxy.start()
+        metrics_server: MetricsServer | None = None
+        if registry is not None:
+            metrics_server = MetricsServer(registry, self.config.metrics_address, self.config.metrics_network)
+            await metrics_server.start()
+        systemd.notify("READY=1")
+        log.info("soci-snapshotter-grpc successfully started", extra={"address": address})
+        try:
+            await self._stopping.wait()
+        finally:
+            systemd.notify("STOPPING=1")
+            if proxy is not None:
+                await proxy.aclose()
+            await server.stop(STOP_GRACE_SEC)
+            if metrics_server is not None:
+                await metrics_server.aclose()
+
+
+async def run_daemon(options: DaemonOptions) -> None:
+    daemon = Daemon(options)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, daemon.request_stop, signum)
+    await daemon.run()

@@ -1,0 +1,249 @@
+"""Remote (lazily loaded) snapshots: what the snapshotter needs, and the SOCI discovery in front of it.
+
+``RemoteFS`` is the snapshotter's whole view of a lazy filesystem (stargz's three methods). Its SOCI
+implementation, ``SociRemoteFS``, does what upstream's ``fs.Mount`` does before any FUSE work: find
+the image's SOCI index (explicit label → v2 annotation → v1 referrers; once per manifest), fetch the
+index and the layer's zTOC, and tell the snapshotter which fallback applies:
+
+* no index for the image → ``NoIndexError`` → containerd pulls the image itself;
+* index without a zTOC for this layer → ``NoZtocError`` → the snapshotter unpacks the layer locally.
+
+The mounting itself is delegated to a ``LayerMounter`` (the FUSE filesystem), bounded by
+``mount_timeout_sec``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from soci.errors import DataLoss, FormatError, NoIndexError, NotFound, NoZtocError, Unavailable
+from soci.formats import soci_index as si
+from soci.formats.oci import INDEX_MEDIA_TYPES, Descriptor, Manifest
+from soci.index.discover import discover_index, fetch_index
+from soci.registry import RegistryClient, parse_reference
+from soci.snapshotter import metrics as m
+from soci.snapshotter.labels import LayerSource
+from soci.snapshotter.resolver import RegistryResolver
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class RemoteFS(Protocol):
+    """Mounts one registry layer at a directory, lazily."""
+
+    async def mount(self, mountpoint: Path, source: LayerSource) -> None:
+        """Mount the layer at ``mountpoint`` (an empty directory).
+
+        Raises:
+            NoIndexError: the image has no SOCI index (containerd should pull it).
+            NoZtocError: the index has no zTOC for this layer (unpack it locally).
+        """
+
+    async def check(self, mountpoint: Path, source: LayerSource) -> None:
+        """Raise (Unavailable, ...) unless the mount at ``mountpoint`` can still serve its layer."""
+
+    async def unmount(self, mountpoint: Path) -> None:
+        """Unmount ``mountpoint``; not an error if nothing is mounted there."""
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteLayer:
+    """Everything a lazy filesystem needs to serve one layer."""
+
+    source: LayerSource
+    client: RegistryClient
+    repo: str
+    layer: Descriptor
+    """The layer as the image manifest describes it (media type, digest, size)."""
+    ztoc_descriptor: Descriptor
+    ztoc: bytes
+    """The zTOC blob, digest-verified."""
+    index: si.SociIndex
+    index_digest: str
+    manifest: Manifest
+
+    @property
+    def disable_xattrs(self) -> bool:
+        return (self.ztoc_descriptor.annotations or {}).get(si.ANNOTATION_DISABLE_XATTRS, "").lower() in ("true", "1")
+
+    @property
+    def prefetch(self) -> Descriptor | None:
+        for d in self.index.prefetches():
+            if (d.annotations or {}).get(si.ANNOTATION_LAYER_DIGEST) == self.layer.digest:
+                return d
+        return None
+
+
+class LayerMounter(Protocol):
+    """The filesystem half of a remote snapshot: serve ``RemoteLayer`` at a mountpoint."""
+
+    async def mount(self, mountpoint: Path, layer: RemoteLayer) -> None: ...
+    async def check(self, mountpoint: Path) -> None: ...
+    async def unmount(self, mountpoint: Path) -> None: ...
+
+
+class UnavailableMounter:
+    """Stands in while no lazy filesystem is wired in: every remote mount fails, so layers with a zTOC
+    are unpacked locally by the snapshotter instead (images without an index still defer)."""
+
+    def __init__(self, reason: str = "no lazy filesystem is available in this daemon") -> None:
+        self.reason = reason
+
+    async def mount(self, mountpoint: Path, layer: RemoteLayer) -> None:
+        raise Unavailable(self.reason)
+
+    async def check(self, mountpoint: Path) -> None:
+        raise Unavailable(self.reason)
+
+    async def unmount(self, mountpoint: Path) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _ImageContext:
+    """One image manifest's SOCI artifacts, looked up once (upstream's "soci context")."""
+
+    repo: str
+    manifest: Manifest
+    index: si.SociIndex | None
+    index_digest: str
+    no_index_reason: str = ""
+
+
+class SociRemoteFS:
+    """``RemoteFS`` for SOCI-indexed images.
+
+    Args:
+        resolver: registry clients per domain.
+        mounter: the filesystem that serves a resolved layer.
+        mount_timeout_sec: bound on one layer's mount (upstream ``mount_timeout_sec``).
+        soci_v1 / soci_v2: pull modes (upstream ``[pull_modes]``).
+    """
+
+    def __init__(
+        self,
+        resolver: RegistryResolver,
+        mounter: LayerMounter,
+        *,
+        mount_timeout_sec: float = 30.0,
+        soci_v1: bool = False,
+        soci_v2: bool = True,
+        metrics: m.MetricsSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._resolver = resolver
+        self._mounter = mounter
+        self._mount_timeout_sec = mount_timeout_sec
+        self._soci_v1 = soci_v1
+        self._soci_v2 = soci_v2
+        self._metrics = metrics or m.NullMetrics()
+        self._clock = clock
+        self._contexts: dict[tuple[str, str], _ImageContext] = {}
+        self._context_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._ztocs: dict[str, bytes] = {}
+
+    async def resolve(self, source: LayerSource) -> RemoteLayer:
+        """Look up the layer's index and zTOC (cached per image manifest and per zTOC)."""
+        context = await self._context(source)
+        if context.index is None:
+            raise NoIndexError(context.no_index_reason)
+        layer = next((d for d in context.manifest.layers or () if d.digest == source.layer_digest), None)
+        if layer is None:
+            raise NotFound(f"layer {source.layer_digest} is not in image manifest {source.manifest_digest}")
+        ztoc_descriptor = context.index.ztoc_for_layer(source.layer_digest)
+        if ztoc_descriptor is None:
+            raise NoZtocError(f"no ztoc for layer {source.layer_digest} in SOCI index {context.index_digest}")
+        client = self._resolver.client(parse_reference(source.image_ref).domain)
+        ztoc = self._ztocs.get(ztoc_descriptor.digest)
+        if ztoc is None:
+            ztoc = await self._timed(
+                m.OP_ZTOC_FETCH,
+                source.layer_digest,
+                client.get_blob(context.repo, ztoc_descriptor.digest, ztoc_descriptor.size),
+            )
+            self._ztocs[ztoc_descriptor.digest] = ztoc
+        return RemoteLayer(
+            source=source,
+            client=client,
+            repo=context.repo,
+            layer=layer,
+            ztoc_descriptor=ztoc_descriptor,
+            ztoc=ztoc,
+            index=context.index,
+            index_digest=context.index_digest,
+            manifest=context.manifest,
+        )
+
+    async def mount(self, mountpoint: Path, source: LayerSource) -> None:
+        start = self._clock()
+        layer = await self.resolve(source)
+        remaining = self._mount_timeout_sec - (self._clock() - start)
+        try:
+            await asyncio.wait_for(self._mounter.mount(mountpoint, layer), timeout=max(remaining, 0.001))
+        except TimeoutError as exc:
+            await self._mounter.unmount(mountpoint)
+            raise Unavailable(
+                f"mounting layer {source.layer_digest} took longer than mount_timeout_sec={self._mount_timeout_sec:g}"
+            ) from exc
+        self._metrics.observe(m.OP_MOUNT, source.layer_digest, self._clock() - start)
+
+    async def check(self, mountpoint: Path, source: LayerSource) -> None:
+        await self._mounter.check(mountpoint)
+
+    async def unmount(self, mountpoint: Path) -> None:
+        await self._mounter.unmount(mountpoint)
+
+    async def _context(self, source: LayerSource) -> _ImageContext:
+        key = (source.manifest_digest, source.index_digest)
+        context = self._contexts.get(key)
+        if context is not None:
+            return context
+        lock = self._context_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            context = self._contexts.get(key)
+            if context is None:
+                context = await self._lookup(source)
+                # a missing index is remembered, as upstream does; transient errors are raised and retried
+                self._contexts[key] = context
+        return context
+
+    async def _lookup(self, source: LayerSource) -> _ImageContext:
+        reference = parse_reference(source.image_ref)
+        client = self._resolver.client(reference.domain)
+        repo = reference.path
+        data, media_type, _ = await client.get_manifest(repo, source.manifest_digest)
+        if media_type in INDEX_MEDIA_TYPES:
+            raise FormatError(f"{source.manifest_digest} is an image index, not an image manifest")
+        manifest = Manifest.unmarshal(data, f"image manifest {source.manifest_digest}")
+        try:
+            found = await discover_index(
+                client,
+                repo,
+                source.manifest_digest,
+                explicit_digest=source.index_digest,
+                v2_enabled=self._soci_v2,
+                v1_enabled=self._soci_v1,
+            )
+            index = await self._timed(m.OP_SOCI_INDEX_FETCH, "", fetch_index(client, repo, found.index_digest))
+        except NoIndexError as exc:
+            log.info("no SOCI index for image", extra={"manifest": source.manifest_digest, "reason": str(exc)})
+            return _ImageContext(repo, manifest, None, "", str(exc))
+        except (NotFound, DataLoss, FormatError) as exc:
+            reason = f"unable to fetch SOCI artifacts for {source.manifest_digest}: {exc}"
+            log.warning(reason)
+            return _ImageContext(repo, manifest, None, "", reason)
+        return _ImageContext(repo, manifest, index, found.index_digest)
+
+    async def _timed(self, operation: str, layer: str, work: Awaitable[T]) -> T:
+        start = self._clock()
+        result = await work
+        self._metrics.observe(operation, layer, self._clock() - start)
+        return result
