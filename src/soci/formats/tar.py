@@ -5,10 +5,11 @@ header blocks and PAX/GNU meta data, and skips entry data by counting, so a laye
 memory. Every field of the resulting ``FileMetadata`` is what upstream's TOC builder takes from Go's
 ``tar.Header`` (soci-format.md §3.2), including where Go's reader leaves its stream position.
 
-By default (``strict=True``) two things upstream accepts are refused: names that are absolute or climb out of
-the layer root with ``..`` (and hard links pointing at such names), and GNU sparse files in PAX form, whose
-holes a zTOC cannot describe (upstream records them, and then serves the wrong bytes for them). With
-``strict=False`` both are recorded exactly as upstream records them, for byte-identical zTOCs.
+Names are recorded verbatim, as upstream records them, even when absolute or climbing out with ``..``: the
+zTOC must list every entry, and whatever serves the layer cleans each name against the layer root (so no name
+can reach outside it). By default (``strict=True``) one thing upstream accepts is refused: GNU sparse files in
+PAX form, whose holes a zTOC cannot describe (upstream records them, then serves the wrong bytes for them).
+``strict=False`` records them exactly as upstream does, for byte-identical zTOCs of such layers.
 """
 
 from __future__ import annotations
@@ -336,12 +337,6 @@ class TocBuilder:
                 name = pax.get(b"GNU.sparse.name") or hdr.name
                 raise UnsupportedEntry(f"unsupported input tar entry {name!r} at offset {offset}: "
                                        f"GNU sparse file in PAX format")
-            if _escapes_root(hdr.name):
-                raise FormatError(f"tar: entry name {hdr.name!r} at offset {offset} is absolute or leaves the "
-                                  f"layer root")
-            if type_name == TYPE_HARDLINK and _escapes_root(hdr.linkname):
-                raise FormatError(f"tar: hard link {hdr.name!r} at offset {offset} points outside the layer "
-                                  f"root: {hdr.linkname!r}")
         elif pax is not None and _is_pax_sparse(pax):
             self._begin_sparse(hdr, type_name, pax, flag, data_size, offset)
             return
@@ -699,16 +694,3 @@ def _valid_sparse_regions(regions: list[tuple[int, int]], size: int) -> bool:
     return True
 
 
-def _escapes_root(name: bytes) -> bool:
-    """True for absolute names and names whose ".." components climb above the layer root."""
-    if name.startswith(b"/"):
-        return True
-    depth = 0
-    for part in name.split(b"/"):
-        if part == b"..":
-            if depth == 0:
-                return True
-            depth -= 1
-        elif part and part != b".":
-            depth += 1
-    return False

@@ -21,7 +21,9 @@ class ZtocStreamBuilder:
     from the output, and the compressed bytes are hashed so the caller can check the layer digest.
     """
 
-    def __init__(self, *, span_size: int, algorithm: str, build_tool: str = BUILD_TOOL_IDENTIFIER) -> None:
+    def __init__(
+        self, *, span_size: int, algorithm: str, build_tool: str = BUILD_TOOL_IDENTIFIER, strict: bool = True
+    ) -> None:
         if span_size < 0:
             raise FormatError(f"span size must not be negative, got {span_size}")
         if algorithm == ALGORITHM_GZIP:
@@ -34,7 +36,7 @@ class ZtocStreamBuilder:
             raise FormatError(f"unsupported compression algorithm {algorithm!r}")
         self._algorithm = algorithm
         self._build_tool = build_tool
-        self._toc = TocBuilder()
+        self._toc = TocBuilder(strict=strict)
         self._hasher = hashlib.sha256()
         self.compressed_bytes = 0
 
@@ -73,9 +75,14 @@ def build_ztoc(
     expected_digest: str | None = None,
     expected_size: int | None = None,
     progress: Callable[[int], None] | None = None,
+    strict: bool = True,
 ) -> Ztoc:
-    """The zTOC of the layer in ``fileobj``, checked against ``expected_digest`` and ``expected_size`` if given."""
-    builder = ZtocStreamBuilder(span_size=span_size, algorithm=algorithm, build_tool=build_tool)
+    """The zTOC of the layer in ``fileobj``, checked against ``expected_digest`` and ``expected_size`` if given.
+
+    ``strict=False`` also indexes what upstream indexes although it cannot serve it right (PAX sparse files);
+    it exists to compare bytes with upstream, not for production builds.
+    """
+    builder = ZtocStreamBuilder(span_size=span_size, algorithm=algorithm, build_tool=build_tool, strict=strict)
     while chunk := fileobj.read(READ_CHUNK):
         builder.feed(chunk)
         if progress is not None:
