@@ -9,14 +9,12 @@ from typing import Any
 import click
 
 from soci.cli._common import CliError, GlobalOptions, errors_to_exit, pass_options, print_table
-from soci.codec.zran import extract
-from soci.errors import NotFound
 from soci.formats import gojson
 from soci.formats.soci_index import parse_index
 from soci.formats.zinfo import zinfo_from_blob
-from soci.formats.ztoc import TYPE_HARDLINK, TYPE_REG, FileMetadata, Ztoc
+from soci.formats.ztoc import TYPE_REG, Ztoc
 from soci.formats.ztoc_codec import unmarshal_ztoc
-from soci.index.build import clean_path
+from soci.index.extract import find_entry, read_verified
 from soci.store import ARTIFACT_INDEX, ARTIFACT_LAYER, ContentStore, LocalStore, atomic_write
 from soci.store.layout import OciLayout
 
@@ -101,26 +99,6 @@ def info(g: GlobalOptions, digest: str) -> None:
         click.echo(gojson.marshal_indent(summary))
 
 
-def _find_entry(z: Ztoc, name: str) -> FileMetadata:
-    """The entry for ``name``, following hard and symbolic links by TOC name as upstream's ExtractFile does."""
-    by_name = {clean_path(_name(e.name)): e for e in z.entries}
-    wanted = clean_path(name)
-    seen: set[str] = set()
-    while True:
-        entry = by_name.get(wanted)
-        if entry is None:
-            raise NotFound(f"file {name!r} not found in zTOC")
-        if not entry.linkname or entry.type not in (TYPE_HARDLINK, "symlink"):
-            return entry
-        if wanted in seen:
-            raise NotFound(f"file {name!r}: link loop")
-        seen.add(wanted)
-        target = _name(entry.linkname)
-        if entry.type == "symlink" and not target.startswith("/"):
-            target = str(Path(wanted).parent / target)
-        wanted = clean_path(target)
-
-
 @ztoc.command("get-file")
 @click.argument("digest")
 @click.argument("file")
@@ -135,28 +113,20 @@ def get_file(g: GlobalOptions, digest: str, file: str, output: Path | None, oci_
     with errors_to_exit(), g.open_store() as store:
         z, entry = _load(store, digest)
         layer_digest = entry.oci_digest
-        found = _find_entry(z, file)
+        found = find_entry(z, file)
         if found.type != TYPE_REG:
             raise CliError(f"{file!r} is a {found.type}, not a regular file")
         source: OciLayout | ContentStore = store.content if oci_layout is None else OciLayout(oci_layout)
         if not source.has_blob(layer_digest):
             where = "the local store; name its OCI layout with --oci-layout" if oci_layout is None else oci_layout
             raise CliError(f"layer {layer_digest} is not in {where}")
-        zinfo = zinfo_from_blob(z.compression_algorithm, z.checkpoints)
         with source.open_blob(layer_digest) as f:
 
             def read_compressed(offset: int, length: int) -> bytes:
                 f.seek(offset)
                 return f.read(length)
 
-            data = extract(
-                zinfo,
-                z.compressed_archive_size,
-                z.uncompressed_archive_size,
-                read_compressed,
-                found.uncompressed_offset,
-                found.uncompressed_size,
-            )
+            data = read_verified(z, read_compressed, found.uncompressed_offset, found.uncompressed_size)
         if output is None:
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
