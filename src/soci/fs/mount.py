@@ -1,0 +1,220 @@
+"""``LazyMount``: the one pyfuse3 mount of a process, holding a directory per layer.
+
+pyfuse3 supports one filesystem per process, so every layer lives under one mount: ``<mnt>/<name>/`` is
+a layer root, usable as an overlayfs lowerdir, and ``<mnt>/.soci-snapshotter/<layer digest>.json`` its
+state. Layers are added and removed while mounted. pyfuse3 runs in asyncio mode on the caller's loop,
+next to aiohttp.
+
+Mount options: read-only, ``allow_other``, ``default_permissions`` (the kernel checks modes), ``suid`` and
+``dev`` (images carry setuid binaries and device nodes), and the mount's ``read_ahead_kb`` raised to
+1 MiB so sequential reads arrive in 1 MiB requests. Regular files are opened
+with ``keep_cache``: their page cache survives close and reopen.
+
+Unmounting never leaves a dead mount: ``aclose`` stops the request loop and unmounts, and
+``clean_stale_mounts`` removes mounts a crashed process left behind (``Transport endpoint is not
+connected``) before a new mount starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+
+import pyfuse3
+import pyfuse3.asyncio
+
+from soci.errors import FailedPrecondition, InvalidArgument, Unavailable
+from soci.fs.layer import Layer
+from soci.fs.ops import LAYER_SHIFT, LayerTable, Operations
+from soci.fs.options import FuseOptions
+from soci.fs.tree import ROOT_INODE
+
+log = logging.getLogger(__name__)
+
+READ_AHEAD_KB = 1024
+FSNAME = "soci"
+_active: LazyMount | None = None
+
+
+class LazyMount:
+    """A FUSE mount at ``mountpoint`` serving lazily loaded layers.
+
+    Use as ``async with LazyMount(path) as mount: mount.add_layer("name", layer)``.
+    """
+
+    def __init__(self, mountpoint: Path, fuse: FuseOptions | None = None, *, max_tasks: int = 32) -> None:
+        self.mountpoint = Path(mountpoint)
+        self.table = LayerTable()
+        self.operations = Operations(self.table, fuse)
+        self._max_tasks = max_tasks
+        self._main: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LazyMount:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def mounted(self) -> bool:
+        return self._main is not None
+
+    async def start(self) -> None:
+        global _active
+        if _active is not None:
+            raise FailedPrecondition(f"this process already serves a FUSE mount at {_active.mountpoint}")
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        clean_stale_mounts([self.mountpoint])
+        pyfuse3.asyncio.enable()
+        # no max_read option: pyfuse3's init handler cannot announce it, and libfuse refuses a mismatch;
+        # the kernel's limit is max_pages (1 MiB with libfuse 3.14), reached through read_ahead_kb
+        options = {f"fsname={FSNAME}", "ro", "allow_other", "default_permissions", "suid", "dev"}
+        try:
+            pyfuse3.init(self.operations, str(self.mountpoint), options)
+        except RuntimeError as exc:
+            raise Unavailable(f"cannot mount FUSE at {self.mountpoint}: {exc}") from exc
+        _active = self
+        self._main = asyncio.get_running_loop().create_task(self._serve(), name="soci-fuse")
+        set_read_ahead(self.mountpoint, READ_AHEAD_KB)
+        log.info("FUSE mounted at %s", self.mountpoint)
+
+    async def _serve(self) -> None:
+        try:
+            await pyfuse3.main(min_tasks=4, max_tasks=self._max_tasks)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            log.exception("FUSE request loop at %s failed", self.mountpoint)
+            raise
+
+    def add_layer(self, name: str, layer: Layer) -> Path:
+        """Expose ``layer`` as ``<mountpoint>/<name>`` and return that path."""
+        check_layer_name(name)
+        self.table.add(os.fsencode(name), layer)
+        return self.mountpoint / name
+
+    def remove_layer(self, name: str) -> Layer:
+        """Take ``<mountpoint>/<name>`` away (unmount any overlay using it first); returns the layer."""
+        entry = self.table.remove(os.fsencode(name))
+        with contextlib.suppress(OSError):
+            pyfuse3.invalidate_entry_async(ROOT_INODE, entry.name, (entry.slot << LAYER_SHIFT) | ROOT_INODE)
+        return entry.layer
+
+    def layers(self) -> dict[str, Layer]:
+        return {os.fsdecode(name): e.layer for name, e in self.table.by_name.items()}
+
+    async def aclose(self) -> None:
+        """Stop serving and unmount."""
+        global _active
+        main, self._main = self._main, None
+        if main is None:
+            return
+        try:
+            pyfuse3.terminate()
+            try:
+                async with asyncio.timeout(10):
+                    await asyncio.shield(main)
+            except TimeoutError:
+                main.cancel()
+                await asyncio.gather(main, return_exceptions=True)
+            except Exception as exc:
+                log.warning("FUSE request loop ended with %s", exc)
+        finally:
+            try:
+                pyfuse3.close(unmount=True)
+            finally:
+                _active = None
+                if is_mount_point(self.mountpoint):
+                    unmount(self.mountpoint)
+        log.info("FUSE unmounted from %s", self.mountpoint)
+
+
+def check_layer_name(name: str) -> str:
+    """Layer directories sit in the mount root: one visible path component."""
+    if not name or "/" in name or name.startswith(".") or "\0" in name or len(os.fsencode(name)) > 255:
+        raise InvalidArgument(f"layer name {name!r} must be one path component not starting with a dot")
+    return name
+
+
+def set_read_ahead(mountpoint: Path, kilobytes: int) -> None:
+    """Raise the mount's readahead window (the kernel then sends up to ``max_read`` per request).
+
+    The device number comes from mountinfo: ``stat`` on the mount point would ask this very process,
+    whose loop is busy here.
+    """
+    target = Path(os.path.abspath(mountpoint))
+    devices = [device for point, _, device in _mountinfo() if point == target]
+    if not devices:
+        log.debug("cannot set read_ahead_kb: %s is not mounted", target)
+        return
+    path = Path(f"/sys/class/bdi/{devices[-1]}/read_ahead_kb")
+    try:
+        path.write_text(f"{kilobytes}\n")
+    except OSError as exc:
+        log.debug("cannot set %s: %s", path, exc)
+
+
+def mounts() -> list[tuple[Path, str]]:
+    """(mount point, filesystem type) of every mount of this mount namespace, in mount order."""
+    return [(point, kind) for point, kind, _ in _mountinfo()]
+
+
+def _mountinfo() -> list[tuple[Path, str, str]]:
+    """(mount point, filesystem type, "major:minor") from /proc/self/mountinfo."""
+    found = []
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            fields = line.split()
+            separator = fields.index(b"-")
+            point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), fields[4])
+            found.append((Path(os.fsdecode(point)), fields[separator + 1].decode(), fields[2].decode()))
+    return found
+
+
+def is_mount_point(path: Path) -> bool:
+    target = Path(os.path.abspath(path))
+    return any(point == target for point, _ in mounts())
+
+
+def unmount(path: Path, *, fuse: bool | None = None) -> None:
+    """Unmount ``path`` (lazily when busy or dead); FUSE mounts go through ``fusermount3 -u`` when available."""
+    target = os.path.abspath(path)
+    if fuse is None:
+        fuse = any(str(p) == target and t.startswith("fuse") for p, t in mounts())
+    commands: list[list[str]] = []
+    if fuse and shutil.which("fusermount3"):
+        commands.append(["fusermount3", "-u", "-z", target])
+    commands += [["umount", target], ["umount", "-l", target]]
+    errors = []
+    for command in commands:
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode == 0:
+            return
+        errors.append(result.stderr.strip())
+    raise Unavailable(f"cannot unmount {target}: {'; '.join(errors)}")
+
+
+def clean_stale_mounts(paths: Iterable[Path]) -> list[Path]:
+    """Unmount whatever is mounted at or below ``paths`` (deepest first): leftovers of a crashed run."""
+    roots = [Path(os.path.abspath(p)) for p in paths]
+    stale = [
+        (point, kind) for point, kind in mounts()
+        if any(point == root or root in point.parents for root in roots)
+    ]  # fmt: skip
+    done = []
+    for point, kind in sorted(stale, key=lambda item: len(item[0].parts), reverse=True):
+        log.warning("removing stale %s mount at %s", kind, point)
+        try:
+            unmount(point, fuse=kind.startswith("fuse"))
+            done.append(point)
+        except Unavailable as exc:
+            log.warning("%s", exc)
+    return done
