@@ -15,11 +15,12 @@ from click.testing import CliRunner
 from soci.cli.main import cli
 from soci.errors import NoIndexError
 from soci.formats import soci_index as si
-from soci.formats.oci import Index, Manifest
+from soci.formats.digest import sha256_digest
+from soci.formats.oci import MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_MANIFEST, Descriptor, Index, Manifest
 from soci.index.discover import FOUND_V1_REFERRERS, FOUND_V2_ANNOTATION, discover_index, fetch_index
-from soci.registry import RegistryClient
+from soci.registry import Credentials, RegistryClient, StaticCredentials
 from soci.testing.images import Layer, gzip_layer, random_tree_tar, write_oci_layout
-from soci.testing.registry_server import RegistryServer, registry_available
+from soci.testing.registry_server import DEFAULT_USERS, RegistryServer, registry_available
 
 pytestmark = [
     pytest.mark.registry,
@@ -134,3 +135,57 @@ def test_convert_remote_rejects_untagged_destination(registry: RegistryServer, t
     )  # fmt: skip
     assert result.exit_code == 1
     assert "tagged reference" in result.output
+
+
+def _push_test_image(registry: RegistryServer, repo: str, tag: str, layers: list[Layer]) -> None:
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer.tar) for layer in layers]},
+    }).encode()  # fmt: skip
+    descriptors = tuple(
+        Descriptor(layer.media_type, registry.push_blob(repo, layer.blob), len(layer.blob)) for layer in layers
+    )
+    manifest = Manifest(
+        config=Descriptor(MEDIA_TYPE_OCI_CONFIG, registry.push_blob(repo, config), len(config)),
+        layers=descriptors,
+        media_type=MEDIA_TYPE_OCI_MANIFEST,
+    )
+    registry.push_manifest(repo, tag, manifest.marshal())
+
+
+@pytest.mark.parametrize("mode", ["tls-htpasswd", "token"])
+def test_every_auth_mode(mode: str, tmp_path: Path) -> None:
+    """convert --remote, create --remote and push through basic auth over TLS (CA from hosts.toml) and tokens."""
+    server = RegistryServer(tls=True, auth="htpasswd") if mode == "tls-htpasswd" else RegistryServer(auth="token")
+    with server as registry:
+        layers = [gzip_layer(random_tree_tar(seed, files=60)) for seed in (21, 22)]
+        _push_test_image(registry, "auth/app", "v1", layers)
+        hosts = tmp_path / "certs.d"
+        registry.write_hosts_toml(hosts)
+        user, password = next(iter(DEFAULT_USERS.items()))
+        flags = ["--hosts-dir", str(hosts), "--user", f"{user}:{password}"]
+        if mode == "token":
+            flags.append("--plain-http")
+        src, dst = f"{registry.host}/auth/app:v1", f"{registry.host}/auth/app:v1-soci"
+        root = tmp_path / "root"
+        soci(root, "convert", "--remote", *flags, "--min-layer-size", "0", src, dst)
+        soci(root, "create", "--remote", *flags, "--min-layer-size", "0", src)
+        soci(root, "push", *flags, src)
+        without = CliRunner().invoke(cli, ["--root", str(root), "push", "--hosts-dir", str(hosts),
+                                           *(["--plain-http"] if mode == "token" else []), src])  # fmt: skip
+        assert without.exit_code == 1
+        assert password not in without.output
+
+        async def check() -> None:
+            creds = StaticCredentials(Credentials(user, password))
+            async with RegistryClient(registry.host, hosts_dir=hosts, plain_http=mode == "token",
+                                      credentials=creds) as client:  # fmt: skip
+                data, _, _ = await client.get_manifest("auth/app", "v1-soci")
+                top = Index.unmarshal(data)
+                image = next(d for d in top.manifests or () if not d.artifact_type)
+                assert (await discover_index(client, "auth/app", image.digest)).found_by == FOUND_V2_ANNOTATION
+                digest = (await client.get_manifest("auth/app", "v1"))[2]
+                found = await discover_index(client, "auth/app", digest, v1_enabled=True)
+                assert found.found_by == FOUND_V1_REFERRERS
+
+        asyncio.run(check())
