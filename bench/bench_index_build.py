@@ -93,7 +93,7 @@ def child(mode: str, path: str) -> None:
                     rest = d.unused_data
                     d = zlib.decompressobj(31)
                     out += len(d.decompress(rest))
-        result = {"uncompressed": out}
+        result: dict[str, float] = {"uncompressed": out}
     elif mode == "build":
         from soci.formats.ztoc_codec import marshal_ztoc
         from soci.index.ztoc_builder import build_ztoc
