@@ -75,6 +75,13 @@ class Stack:
         )
         return result.stdout.splitlines()
 
+    def restart_daemon(self) -> None:
+        """Start the daemon again and wait until containerd's connection to it works again (containerd
+        retries a broken proxy connection with backoff)."""
+        self.daemon.start()
+        usage = ("snapshots", "--snapshotter", "soci", "usage")
+        assert wait_until(lambda: self.containerd.ctr(*usage, check=False).returncode == 0), "containerd cannot reach"
+
     def log_entries(self) -> list[dict[str, object]]:
         return self.daemon.log_entries()
 

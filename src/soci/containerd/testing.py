@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -69,10 +70,12 @@ class ContainerdServer:
         self.log_level = log_level
         self.binary = binary
         self._process: subprocess.Popen[bytes] | None = None
+        # unix socket paths are limited to ~104 bytes, and test directories are long
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="ctrd-"))
 
     @property
     def address(self) -> str:
-        return str(self.workdir / "ctrd" / "containerd.sock")
+        return str(self.socket_dir / "containerd.sock")
 
     @property
     def root(self) -> Path:
@@ -99,7 +102,7 @@ class ContainerdServer:
             "[ttrpc]",
             f'  address = "{self.address}.ttrpc"',
             "[debug]",
-            f'  address = "{self.workdir / "ctrd" / "debug.sock"}"',
+            f'  address = "{self.socket_dir / "debug.sock"}"',
             f'  level = "{self.log_level}"',
             "",
             "[proxy_plugins]",
@@ -164,6 +167,7 @@ class ContainerdServer:
                 continue
             wait_for_exit(pid, 5.0)
         _detach_mounts_under(self.workdir)
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
 
     def __enter__(self) -> ContainerdServer:
         return self.start()

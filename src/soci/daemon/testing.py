@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -48,10 +49,12 @@ class SnapshotterProcess:
         self.extra_args = extra_args
         self._process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
+        # unix socket paths are limited to ~104 bytes, and test directories are long
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="soci-"))
 
     @property
     def socket(self) -> Path:
-        return self.workdir / "soci.sock"
+        return self.socket_dir / "soci.sock"
 
     @property
     def root(self) -> Path:
