@@ -18,7 +18,6 @@ connected``) before a new mount starts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
@@ -32,9 +31,8 @@ import pyfuse3.asyncio
 
 from soci.errors import FailedPrecondition, InvalidArgument, Unavailable
 from soci.fs.layer import Layer
-from soci.fs.ops import LAYER_SHIFT, LayerTable, Operations
+from soci.fs.ops import LayerTable, Operations
 from soci.fs.options import FuseOptions
-from soci.fs.tree import ROOT_INODE
 
 log = logging.getLogger(__name__)
 
@@ -103,38 +101,74 @@ class LazyMount:
 
     def remove_layer(self, name: str) -> Layer:
         """Take ``<mountpoint>/<name>`` away (unmount any overlay using it first); returns the layer."""
-        entry = self.table.remove(os.fsencode(name))
-        with contextlib.suppress(OSError):
-            pyfuse3.invalidate_entry_async(ROOT_INODE, entry.name, (entry.slot << LAYER_SHIFT) | ROOT_INODE)
-        return entry.layer
+        # no kernel invalidation needed: entries of the mount root are never cached (timeout 0)
+        return self.table.remove(os.fsencode(name)).layer
 
     def layers(self) -> dict[str, Layer]:
         return {os.fsdecode(name): e.layer for name, e in self.table.by_name.items()}
 
     async def aclose(self) -> None:
-        """Stop serving and unmount."""
+        """Stop serving and unmount.
+
+        The session is destroyed only once every pyfuse3 worker task has ended: a worker that wakes up
+        after ``pyfuse3.close`` dereferences the freed session and crashes the process.
+        """
         global _active
         main, self._main = self._main, None
         if main is None:
             return
+        await _terminate()
+        finished = await _wait(main, 10)
+        if not finished:
+            # workers stuck in handlers: cut the kernel connection so their reads fail, then wait again
+            log.warning("FUSE request loop at %s did not stop; unmounting under it", self.mountpoint)
+            await asyncio.to_thread(_force_unmount, self.mountpoint)
+            finished = await _wait(main, 10)
+        if not finished:
+            log.error("FUSE request loop at %s is stuck; leaving its session allocated", self.mountpoint)
+            return
+        try:
+            pyfuse3.close(unmount=True)
+        finally:
+            _active = None
+            if is_mount_point(self.mountpoint):
+                await asyncio.to_thread(_force_unmount, self.mountpoint)
+        log.info("FUSE unmounted from %s", self.mountpoint)
+
+
+async def _terminate() -> None:
+    """``pyfuse3.terminate`` without the asyncio shim's races.
+
+    The shim wakes a worker waiting for the FUSE fd both from the fd's reader callback and from
+    ``terminate``; whichever comes second raises InvalidStateError (from ``terminate`` it aborts the
+    shutdown). Removing the reader callbacks first leaves ``terminate`` as the only waker; a wait that was
+    already woken makes it fail once, and then that worker has to run before trying again.
+    """
+    loop = asyncio.get_running_loop()
+    for _ in range(1000):
+        for fd in list(pyfuse3.asyncio._read_futures):
+            loop.remove_reader(fd)
         try:
             pyfuse3.terminate()
-            try:
-                async with asyncio.timeout(10):
-                    await asyncio.shield(main)
-            except TimeoutError:
-                main.cancel()
-                await asyncio.gather(main, return_exceptions=True)
-            except Exception as exc:
-                log.warning("FUSE request loop ended with %s", exc)
-        finally:
-            try:
-                pyfuse3.close(unmount=True)
-            finally:
-                _active = None
-                if is_mount_point(self.mountpoint):
-                    unmount(self.mountpoint)
-        log.info("FUSE unmounted from %s", self.mountpoint)
+            return
+        except asyncio.InvalidStateError:
+            await asyncio.sleep(0)
+    raise Unavailable("cannot stop the FUSE request loop")
+
+
+async def _wait(task: asyncio.Task[None], timeout_sec: float) -> bool:
+    """True once ``task`` finished (however), False if it still runs after ``timeout_sec``."""
+    done, _ = await asyncio.wait([task], timeout=timeout_sec)
+    if task in done and not task.cancelled() and task.exception() is not None:
+        log.warning("FUSE request loop ended with %s", task.exception())
+    return task in done
+
+
+def _force_unmount(mountpoint: Path) -> None:
+    try:
+        unmount(mountpoint, fuse=True)
+    except Unavailable as exc:
+        log.warning("%s", exc)
 
 
 def check_layer_name(name: str) -> str:

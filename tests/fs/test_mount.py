@@ -1,0 +1,141 @@
+"""The lazily mounted tree equals ``tar -x`` of the same layer, alone and stacked under overlayfs.
+
+Real docker-registry, real FUSE, real overlayfs. Every path is compared: type, mode, owner, size, mtime
+(ns), link target, device numbers, xattrs, link count, content sha256, and which names share an inode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fs_compare import (
+    described_paths,
+    differences,
+    extract,
+    hard_link_groups,
+    overlay_described,
+    snapshot,
+)
+from fs_layers import BuiltLayer, TarWriter, build_layer, compressible, every_entry_type_tar
+from fs_serve import fuse_usable, layer_request, overlay, serve
+
+from soci.testing.registry_server import RegistryServer, registry_available
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.fuse,
+    pytest.mark.registry,
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(not (fuse_usable() and registry_available()), reason="needs root, /dev/fuse, docker-registry"),
+]
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[RegistryServer]:
+    with RegistryServer() as server:
+        yield server
+
+
+def push(registry: RegistryServer, repo: str, *layers: BuiltLayer) -> None:
+    for layer in layers:
+        registry.push_blob(repo, layer.blob)
+
+
+def upper_layer_tar() -> bytes:
+    """A layer on top of ``every_entry_type_tar``: deletes, makes a directory opaque, replaces and adds."""
+    rng = random.Random(2)
+    w = TarWriter()
+    w.dir("etc")
+    w.file("etc/.wh.shadow", b"")  # delete a file
+    w.file("etc/hostname", b"upper\n", mtime=1_800_000_000)  # replace a file
+    w.file("data/.wh.small", b"")
+    w.dir("usr", mode=0o750)  # attributes of a lower directory change
+    w.dir("usr/bin")
+    w.file("usr/bin/.wh..wh..opq", b"")  # hide everything below from the lower layer
+    w.file("usr/bin/new-tool", compressible(rng, 200_000), mode=0o755)
+    w.file(".wh.deep", b"")  # remove a whole lower directory tree
+    w.file("links/.wh.b", b"")  # remove one name of a hard-link group
+    w.dir("fresh/sub", mode=0o700, uid=12)
+    w.file("fresh/sub/file", rng.randbytes(90_000))
+    return w.finish()
+
+
+async def test_every_entry_type_equals_tar_x(registry: RegistryServer, repo: str, tmp_path: Path) -> None:
+    layer = build_layer(every_entry_type_tar())
+    push(registry, repo, layer)
+    tar_path = tmp_path / "layer.tar"
+    tar_path.write_bytes(layer.tar)
+    expected_root = tmp_path / "expected"
+    extract(tar_path, expected_root)
+    described = described_paths(tar_path)
+    expected = snapshot(expected_root, described=described)
+    async with serve(registry.host, repo, [layer], tmp_path / "root") as served:
+        root = served.paths["layer0"]
+        actual = await asyncio.to_thread(snapshot, root, described=described)
+        assert differences(expected, actual) == []
+        assert await asyncio.to_thread(hard_link_groups, root) == hard_link_groups(expected_root)
+        # every span was needed and each was fetched once
+        stats = served.layers["layer0"].statistics()
+        assert stats.requests <= stats.spans
+        state_file = served.mount.mountpoint / ".soci-snapshotter" / f"{layer.digest}.json"
+        state = json.loads(await asyncio.to_thread(state_file.read_bytes))
+        assert state == {"digest": layer.digest, "size": len(layer.blob), "fetchedSize": len(layer.blob),
+                         "fetchedPercent": 100}  # fmt: skip
+
+
+async def test_overlay_of_lazy_layers_equals_overlay_of_unpacked_layers(
+    registry: RegistryServer, repo: str, tmp_path: Path
+) -> None:
+    lower, upper = build_layer(every_entry_type_tar()), build_layer(upper_layer_tar())
+    push(registry, repo, lower, upper)
+    tars = []
+    for name, built in (("lower", lower), ("upper", upper)):
+        path = tmp_path / f"{name}.tar"
+        path.write_bytes(built.tar)
+        tars.append(path)
+        extract(path, tmp_path / "unpacked" / name)
+    described = overlay_described(tars)
+    expected_dir = tmp_path / "expected"
+    async with overlay([tmp_path / "unpacked" / "upper", tmp_path / "unpacked" / "lower"], expected_dir):
+        expected = snapshot(expected_dir, described=described)
+        expected_links = hard_link_groups(expected_dir)
+    assert "usr/bin/su" not in expected and "etc/shadow" not in expected  # the upper layer did its job
+    async with serve(registry.host, repo, [lower, upper], tmp_path / "root", names=["lower", "upper"]) as served:
+        merged = tmp_path / "merged"
+        lowers = [served.paths["upper"], served.paths["lower"]]
+        async with overlay(lowers, merged):
+            actual = await asyncio.to_thread(snapshot, merged, described=described)
+            assert differences(expected, actual) == []
+            assert await asyncio.to_thread(hard_link_groups, merged) == expected_links
+
+
+async def test_layers_come_and_go_while_mounted(registry: RegistryServer, repo: str, tmp_path: Path) -> None:
+    first, second = build_layer(every_entry_type_tar()), build_layer(upper_layer_tar())
+    push(registry, repo, first, second)
+    async with serve(registry.host, repo, [first], tmp_path / "root", names=["a"]) as served:
+        mnt = served.mount.mountpoint
+        blob = await served.layers["a"].reader.read(served.layers["a"].tree.resolve(b"etc/hostname"), 0, 100)
+        assert blob == b"lazy\n"
+        layer_b = await served.resolver.acquire(await layer_request(served.client, repo, second))
+        served.mount.add_layer("b", layer_b)
+        assert sorted(await asyncio.to_thread(os.listdir, mnt)) == ["a", "b"]
+        assert (await asyncio.to_thread((mnt / "b" / "etc" / "hostname").read_bytes)) == b"upper\n"
+        states = sorted(await asyncio.to_thread(os.listdir, mnt / ".soci-snapshotter"))
+        assert states == sorted([f"{first.digest}.json", f"{second.digest}.json"])
+        served.mount.remove_layer("b")
+        await served.resolver.release(layer_b)
+        assert await asyncio.to_thread(os.listdir, mnt) == ["a"]
+        with pytest.raises(FileNotFoundError):
+            await asyncio.to_thread(os.stat, mnt / "b")
+        statfs = await asyncio.to_thread(os.statvfs, mnt / "a")
+        assert statfs.f_blocks > 0 and statfs.f_files > 0
+        with pytest.raises(OSError) as info:
+            await asyncio.to_thread(open, mnt / "a" / "etc" / "hostname", "r+b")
+        assert info.value.errno == errno.EROFS
