@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import random
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from fs_compare import (
 from fs_layers import BuiltLayer, TarWriter, build_layer, compressible, every_entry_type_tar
 from fs_serve import fuse_usable, layer_request, overlay, serve
 
+from soci.formats.ztoc_codec import marshal_ztoc
+from soci.index.ztoc_builder import build_ztoc
 from soci.testing.registry_server import RegistryServer, registry_available
 
 pytestmark = [
@@ -139,3 +142,53 @@ async def test_layers_come_and_go_while_mounted(registry: RegistryServer, repo: 
         with pytest.raises(OSError) as info:
             await asyncio.to_thread(open, mnt / "a" / "etc" / "hostname", "r+b")
         assert info.value.errno == errno.EROFS
+
+
+@pytest.fixture(scope="module")
+def debian_layers(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Blob files of the Debian base layer and the python3 layer on top (scripts/build-debian-image.sh)."""
+    out = tmp_path_factory.mktemp("debian") / "oci"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "build-debian-image.sh"
+    result = subprocess.run(["bash", str(script), str(out)], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pytest.skip(f"cannot build the Debian image: {result.stderr.strip()[-300:]}")
+    index = json.loads((out / "index.json").read_text())
+    manifest_digest = index["manifests"][0]["digest"].split(":", 1)[1]
+    manifest = json.loads((out / "blobs" / "sha256" / manifest_digest).read_text())
+    return [out / "blobs" / "sha256" / layer["digest"].split(":", 1)[1] for layer in manifest["layers"]]
+
+
+def build_from_blob(path: Path, span_size: int = 1 << 20) -> BuiltLayer:
+    blob = path.read_bytes()
+    with path.open("rb") as f:
+        ztoc = build_ztoc(f, span_size=span_size, algorithm="gzip")
+    return BuiltLayer(tar=b"", blob=blob, ztoc=ztoc, ztoc_bytes=marshal_ztoc(ztoc))
+
+
+@pytest.mark.slow
+async def test_debian_rootfs_and_python_layers_equal_tar_x(
+    registry: RegistryServer, repo: str, tmp_path: Path, debian_layers: list[Path]
+) -> None:
+    built = [await asyncio.to_thread(build_from_blob, path) for path in debian_layers]
+    for layer in built:
+        await asyncio.to_thread(registry.push_blob, repo, layer.blob)
+    names = [f"layer{i}" for i in range(len(built))]
+    unpacked = [tmp_path / "unpacked" / name for name in names]
+    for blob_path, target in zip(debian_layers, unpacked, strict=True):
+        await asyncio.to_thread(extract, blob_path, target)
+    described = [await asyncio.to_thread(described_paths, p) for p in debian_layers]
+    async with serve(registry.host, repo, built, tmp_path / "root", names=names) as served:
+        for name, target, paths in zip(names, unpacked, described, strict=True):
+            expected = await asyncio.to_thread(snapshot, target, described=paths)
+            actual = await asyncio.to_thread(snapshot, served.paths[name], described=paths)
+            assert len(actual) > 100
+            assert differences(expected, actual) == [], name
+            assert await asyncio.to_thread(hard_link_groups, served.paths[name]) == hard_link_groups(target)
+        stacked = overlay_described(debian_layers)
+        async with overlay(list(reversed(unpacked)), tmp_path / "expected") as expected_dir:
+            expected = await asyncio.to_thread(snapshot, expected_dir, described=stacked)
+        lazy_lowers = [served.paths[name] for name in reversed(names)]
+        async with overlay(lazy_lowers, tmp_path / "merged") as merged:
+            actual = await asyncio.to_thread(snapshot, merged, described=stacked)
+        assert differences(expected, actual) == []
+        assert "usr/bin/python3" in actual  # from the upper layer
