@@ -12,9 +12,10 @@ import pytest
 from soci.containerd.testing import ContainerdServer
 from soci.daemon.testing import SnapshotterProcess
 
-_HERE = str(Path(__file__).parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)  # the snapshotter_* helper modules next to this file
+_HERE = Path(__file__).parent
+for _helpers in (_HERE, _HERE.parent / "e2e"):  # snapshotter_* helpers here, the test mounter of the e2e tests
+    if str(_helpers) not in sys.path:
+        sys.path.insert(0, str(_helpers))
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,8 @@ import pytest
 
 from soci.containerd.testing import containerd_available
 
+needs_root = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
 needs_containerd = [
     pytest.mark.containerd,
     pytest.mark.root,
