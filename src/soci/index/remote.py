@@ -34,7 +34,8 @@ from soci.registry import RegistryClient
 from soci.registry.reference import Reference
 from soci.store import LocalStore
 
-_QUEUE_CHUNKS = 16
+_QUEUE_CHUNKS = 8
+_HANDOFF_BYTES = 1 << 20
 
 
 def _closable(stream: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
@@ -112,9 +113,18 @@ class RegistrySource:
 
         async def produce() -> None:
             try:
+                pending: list[bytes] = []
+                size = 0
                 async with aclosing(_closable(self.client.open_blob_stream(self.repo, digest))) as stream:
                     async for chunk in stream:
-                        await asyncio.to_thread(chunks.put, chunk)
+                        # hand over about 1 MiB at a time: one thread hop per chunk of the socket costs more
+                        pending.append(chunk)
+                        size += len(chunk)
+                        if size >= _HANDOFF_BYTES:
+                            await asyncio.to_thread(chunks.put, b"".join(pending))
+                            pending, size = [], 0
+                if pending:
+                    await asyncio.to_thread(chunks.put, b"".join(pending))
                 await asyncio.to_thread(chunks.put, _END)
             except asyncio.CancelledError:
                 raise
