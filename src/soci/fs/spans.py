@@ -204,8 +204,9 @@ class SpanManager:
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def load(self, first: int, last: int) -> None:
-        """Make spans ``first..last`` UNCOMPRESSED (prefetch)."""
+        """Make spans ``first..last`` UNCOMPRESSED (prefetch): returns once they are in the cache."""
         await self._ensure(first, last)
+        await self.wait_idle()
 
     async def prefetch_compressed(self, span_id: int) -> bool:
         """Background fetch: cache the span's compressed bytes. False when there was nothing to do."""

@@ -1,0 +1,89 @@
+"""FileReader: first-read tar header verification against a zTOC that lies."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fs_blobs import MemoryBlob
+from fs_layers import BuiltLayer, build_layer, every_entry_type_tar
+
+from soci.cache import MemorySpanCache
+from soci.errors import DataLoss
+from soci.formats.zinfo import zinfo_from_blob
+from soci.formats.ztoc import Ztoc
+from soci.fs.reader import FileReader
+from soci.fs.spans import SpanManager
+from soci.fs.tree import build_tree
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def layer() -> BuiltLayer:
+    return build_layer(every_entry_type_tar())
+
+
+@pytest.fixture(scope="module")
+def executor() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(2) as pool:
+        yield pool
+
+
+def reader_for(layer: BuiltLayer, ztoc: Ztoc, executor: ThreadPoolExecutor, verify: bool = True) -> FileReader:
+    spans = SpanManager(
+        zinfo_from_blob(ztoc.compression_algorithm, ztoc.checkpoints), ztoc.span_digests,
+        compressed_size=ztoc.compressed_archive_size, uncompressed_size=ztoc.uncompressed_archive_size,
+        blob=MemoryBlob(layer.blob), cache=MemorySpanCache(100), executor=executor,
+    )  # fmt: skip
+    return FileReader(build_tree(ztoc.entries), spans, verify=verify)
+
+
+def tampered(ztoc: Ztoc, name: bytes, **changes: object) -> Ztoc:
+    entries = tuple(dataclasses.replace(e, **changes) if e.name == name else e for e in ztoc.entries)  # type: ignore[arg-type]
+    return dataclasses.replace(ztoc, entries=entries)
+
+
+async def test_honest_ztoc_reads_every_file(layer: BuiltLayer, executor: ThreadPoolExecutor) -> None:
+    reader = reader_for(layer, layer.ztoc, executor)
+    tree = build_tree(layer.ztoc.entries)
+    for e in layer.ztoc.entries:
+        ino = tree.resolve(e.name)
+        if e.type == "reg" and not e.name.rsplit(b"/", 1)[-1].startswith(b".wh."):
+            assert await reader.read(ino, 0, e.uncompressed_size + 10) == layer.tar[
+                e.uncompressed_offset : e.uncompressed_offset + e.uncompressed_size
+            ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("mode", 0o600), ("uid", 99), ("gid", 98), ("mod_time", "2020-01-01T00:00:00Z"),
+     ("pax_records", ((b"SCHILY.xattr.user.x", b"y"),)), ("devmajor", 5), ("linkname", b"other")],
+)  # fmt: skip
+async def test_header_fields_must_match(layer: BuiltLayer, executor: ThreadPoolExecutor, field: str,
+                                        value: object) -> None:  # fmt: skip
+    name = b"etc/hostname"
+    reader = reader_for(layer, tampered(layer.ztoc, name, **{field: value}), executor)
+    ino = reader._tree.resolve(name)
+    with pytest.raises(DataLoss, match="does not match the zTOC"):
+        await reader.read(ino, 0, 10)
+    # without verification the same read is served
+    unverified = reader_for(layer, tampered(layer.ztoc, name, **{field: value}), executor, verify=False)
+    assert await unverified.read(ino, 0, 10) == b"lazy\n"
+
+
+async def test_a_file_pointed_at_other_bytes_is_refused(layer: BuiltLayer, executor: ThreadPoolExecutor) -> None:
+    entries = list(layer.ztoc.entries)
+    i = next(k for k, e in enumerate(entries) if e.name == b"etc/empty")
+    # claim etc/empty has the 5 data bytes of etc/hostname, which come right before its header
+    prev = entries[i - 1]
+    entries[i] = dataclasses.replace(entries[i], uncompressed_offset=prev.uncompressed_offset, uncompressed_size=5)
+    entries[i - 1] = dataclasses.replace(prev, uncompressed_offset=prev.uncompressed_offset - 512,
+                                         uncompressed_size=0)  # fmt: skip
+    z = dataclasses.replace(layer.ztoc, entries=tuple(entries))
+    reader = reader_for(layer, z, executor)
+    ino = reader._tree.resolve(b"etc/empty")
+    with pytest.raises(DataLoss):
+        await reader.read(ino, 0, 5)
