@@ -109,7 +109,7 @@ def stack_running(workdir: Path, registry: RegistryServer, config_extra: str = "
         daemon.stop(signal.SIGINT)
 
 
-def wait_until(condition: Callable[[], bool], timeout_sec: float = 30.0) -> bool:
+def wait_until(condition: Callable[[], bool], timeout_sec: float = 90.0) -> bool:
     deadline = time.monotonic() + timeout_sec
     while time.monotonic() < deadline:
         if condition():

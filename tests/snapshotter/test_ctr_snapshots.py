@@ -107,7 +107,7 @@ def test_removed_snapshots_leave_no_directories(stack: tuple[SnapshotterProcess,
     assert wait_until(lambda: not any(snapshots_dir.iterdir())), list(snapshots_dir.iterdir())
 
 
-def wait_until(condition: Callable[[], bool], timeout_sec: float = 20.0) -> bool:
+def wait_until(condition: Callable[[], bool], timeout_sec: float = 90.0) -> bool:
     deadline = time.monotonic() + timeout_sec
     while time.monotonic() < deadline:
         if condition():

@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Final, Protocol, TypeVar
 
 from soci.errors import DataLoss, FormatError, NoIndexError, NotFound, NoZtocError, Unavailable
 from soci.formats import soci_index as si
@@ -28,12 +29,20 @@ from soci.formats.oci import INDEX_MEDIA_TYPES, Descriptor, Manifest
 from soci.index.discover import discover_index, fetch_index
 from soci.registry import RegistryClient, parse_reference
 from soci.snapshotter import metrics as m
+from soci.snapshotter.keyed_locks import KeyedLocks
 from soci.snapshotter.labels import LayerSource
 from soci.snapshotter.resolver import RegistryResolver
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
+
+CONTEXT_CACHE_ENTRIES: Final = 256
+"""Images whose SOCI lookup is remembered (upstream keeps one per image manifest for the daemon's life)."""
+ZTOC_CACHE_ENTRIES: Final = 16
+"""zTOC blobs kept after a mount, for the next layers of the same image and for re-mounts."""
 
 
 class RemoteFS(Protocol):
@@ -146,9 +155,9 @@ class SociRemoteFS:
         self._soci_v2 = soci_v2
         self._metrics = metrics or m.NullMetrics()
         self._clock = clock
-        self._contexts: dict[tuple[str, str], _ImageContext] = {}
-        self._context_locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._ztocs: dict[str, bytes] = {}
+        self._contexts: OrderedDict[tuple[str, str], _ImageContext] = OrderedDict()
+        self._context_locks = KeyedLocks()
+        self._ztocs: OrderedDict[str, bytes] = OrderedDict()
 
     async def resolve(self, source: LayerSource) -> RemoteLayer:
         """Look up the layer's index and zTOC (cached per image manifest and per zTOC)."""
@@ -162,14 +171,14 @@ class SociRemoteFS:
         if ztoc_descriptor is None:
             raise NoZtocError(f"no ztoc for layer {source.layer_digest} in SOCI index {context.index_digest}")
         client = self._resolver.client(parse_reference(source.image_ref).domain)
-        ztoc = self._ztocs.get(ztoc_descriptor.digest)
+        ztoc = _lru_get(self._ztocs, ztoc_descriptor.digest)
         if ztoc is None:
             ztoc = await self._timed(
                 m.OP_ZTOC_FETCH,
                 source.layer_digest,
                 client.get_blob(context.repo, ztoc_descriptor.digest, ztoc_descriptor.size),
             )
-            self._ztocs[ztoc_descriptor.digest] = ztoc
+            _lru_put(self._ztocs, ztoc_descriptor.digest, ztoc, ZTOC_CACHE_ENTRIES)
         return RemoteLayer(
             source=source,
             client=client,
@@ -203,16 +212,15 @@ class SociRemoteFS:
 
     async def _context(self, source: LayerSource) -> _ImageContext:
         key = (source.manifest_digest, source.index_digest)
-        context = self._contexts.get(key)
+        context = _lru_get(self._contexts, key)
         if context is not None:
             return context
-        lock = self._context_locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            context = self._contexts.get(key)
+        async with self._context_locks.hold(key):
+            context = _lru_get(self._contexts, key)
             if context is None:
                 context = await self._lookup(source)
                 # a missing index is remembered, as upstream does; transient errors are raised and retried
-                self._contexts[key] = context
+                _lru_put(self._contexts, key, context, CONTEXT_CACHE_ENTRIES)
         return context
 
     async def _lookup(self, source: LayerSource) -> _ImageContext:
@@ -247,3 +255,17 @@ class SociRemoteFS:
         result = await work
         self._metrics.observe(operation, layer, self._clock() - start)
         return result
+
+
+def _lru_get(cache: OrderedDict[K, V], key: K) -> V | None:
+    value = cache.get(key)
+    if value is not None:
+        cache.move_to_end(key)
+    return value
+
+
+def _lru_put(cache: OrderedDict[K, V], key: K, value: V, limit: int) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > limit:
+        cache.popitem(last=False)

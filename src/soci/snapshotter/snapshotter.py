@@ -38,6 +38,7 @@ from soci.errors import AlreadyExists, InvalidArgument, NoIndexError, NoZtocErro
 from soci.snapshotter import labels as lb
 from soci.snapshotter import metrics as m
 from soci.snapshotter import system
+from soci.snapshotter.keyed_locks import KeyedLocks
 from soci.snapshotter.metastore import Info, Kind, Snapshot, SqliteMetaStore, Usage
 from soci.snapshotter.mounts import Mount, snapshot_mounts
 from soci.snapshotter.remote import RemoteFS
@@ -89,8 +90,8 @@ class Snapshotter:
         self._userxattr = self.options.userxattr if self.options.userxattr is not None else system.needs_userxattr()
         self.opaque_xattr = "user.overlay.opaque" if self._userxattr else "trusted.overlay.opaque"
         self._metrics = metrics or m.NullMetrics()
-        self._target_locks: dict[str, asyncio.Lock] = {}
-        self._remote_locks: dict[str, asyncio.Lock] = {}
+        self._target_locks = KeyedLocks()
+        self._remote_locks = KeyedLocks()
 
     # ---- paths ----------------------------------------------------------------------------------------
 
@@ -154,7 +155,7 @@ class Snapshotter:
             snapshot = self._create(Kind.ACTIVE, key, parent, wanted)
             return await self._mounts(snapshot, parent)
         # one layer Prepare per target at a time: the second one then finds the first one's result
-        async with self._target_locks.setdefault(target, asyncio.Lock()):
+        async with self._target_locks.hold(target):
             return await self._prepare_layer(key, parent, wanted, target, namespace)
 
     async def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None:
@@ -275,8 +276,7 @@ class Snapshotter:
     async def _ensure_remote(self, snapshot_id: str, info: Info) -> None:
         upper = self.upper_path(snapshot_id)
         source = lb.layer_source(info.labels)
-        lock = self._remote_locks.setdefault(snapshot_id, asyncio.Lock())
-        async with lock:
+        async with self._remote_locks.hold(snapshot_id):
             if system.is_mountpoint(upper):
                 try:
                     await self._remote.check(upper, source)
