@@ -33,34 +33,10 @@ class Node:
 def extract(tar_path: Path, dest: Path) -> None:
     """``tar -x`` as root, keeping owners, modes, xattrs; then whiteouts as containerd's overlay applier does."""
     dest.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        ["tar", "-x", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-p", "-f", str(tar_path), "-C", str(dest)],
-        check=True,
-    )
+    # directory times last: GNU tar otherwise creates symlinks (via placeholders) after setting them
+    command = ["tar", "-x", "--delay-directory-restore", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-p"]
+    subprocess.run([*command, "-f", str(tar_path), "-C", str(dest)], check=True)
     convert_whiteouts(dest)
-    restore_directory_times(tar_path, dest)
-
-
-def restore_directory_times(tar_path: Path, root: Path) -> None:
-    """Directory mtimes as the tar says, applied last (as containerd's applier does).
-
-    GNU tar creates symlinks through placeholders at the very end, which touches their directories after it
-    restored those directories' times.
-    """
-    with tarfile.open(tar_path) as tar:
-        for member in tar:
-            if member.isdir():
-                path = root / (os.path.normpath("/" + member.name).lstrip("/") or ".")
-                ns = _mtime_ns(member)
-                os.utime(path, ns=(ns, ns), follow_symlinks=False)
-
-
-def _mtime_ns(member: tarfile.TarInfo) -> int:
-    text = member.pax_headers.get("mtime")
-    if text is None:
-        return int(member.mtime) * 10**9
-    seconds, _, fraction = text.partition(".")
-    return int(seconds) * 10**9 + int((fraction + "000000000")[:9])
 
 
 def convert_whiteouts(root: Path) -> None:
