@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
@@ -18,6 +19,7 @@ from click.testing import CliRunner
 
 from soci.cli.image import image
 from soci.cli.main import cli
+from soci.containerd.client import ContainerdClient
 from soci.containerd.testing import ContainerdServer, containerd_available
 from soci.daemon.testing import SnapshotterProcess
 from soci.testing.registry_server import RegistryServer, free_port, registry_available
@@ -37,9 +39,13 @@ if "image" not in cli.commands:  # the lead registers it in soci.cli.main; tests
     cli.add_command(image)
 
 
-def mounter_env() -> dict[str, str]:
+TEST_MOUNTER = "e2e_mounter:factory"
+FUSE_MOUNTER = "soci.snapshotter.fuse_mounter:factory"
+
+
+def mounter_env(mounter: str = TEST_MOUNTER) -> dict[str, str]:
     path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
-    return {"SOCI_SNAPSHOTTER_LAYER_MOUNTER": "e2e_mounter:factory", "PYTHONPATH": path}
+    return {"SOCI_SNAPSHOTTER_LAYER_MOUNTER": mounter, "PYTHONPATH": path}
 
 
 @dataclass
@@ -99,9 +105,13 @@ def daemon_config(metrics_port: int = 0, extra: str = "") -> str:
 
 
 @contextmanager
-def stack_running(workdir: Path, registry: RegistryServer, config_extra: str = "") -> Iterator[Stack]:
+def stack_running(
+    workdir: Path, registry: RegistryServer, config_extra: str = "", mounter: str = TEST_MOUNTER
+) -> Iterator[Stack]:
     port = free_port()
-    daemon = SnapshotterProcess(workdir / "daemon", config=daemon_config(port, config_extra), env=mounter_env()).start()
+    daemon = SnapshotterProcess(
+        workdir / "daemon", config=daemon_config(port, config_extra), env=mounter_env(mounter)
+    ).start()
     try:
         with ContainerdServer(workdir / "containerd", proxy_plugins={"soci": daemon.socket}) as containerd:
             yield Stack(registry, daemon, containerd, workdir, port)
@@ -122,15 +132,26 @@ def wait_until(condition: Callable[[], bool], timeout_sec: float = 90.0) -> bool
 def mounted_view(
     containerd: ContainerdServer, snapshotter: str, parent: str, target: Path, namespace: str = "default"
 ) -> Iterator[Path]:
-    """A read-only view of committed snapshot ``parent`` mounted at ``target`` (as containerd would)."""
+    """A read-only view of committed snapshot ``parent`` mounted at ``target`` (as containerd would mount it).
+
+    The view is made under a lease: an unreferenced view would be fair game for containerd's GC.
+    """
     key = f"view-{secrets.token_hex(4)}"
-    sn = ("-n", namespace, "snapshots", "--snapshotter", snapshotter)
-    containerd.ctr(*sn, "view", key, parent)
     target.mkdir(parents=True, exist_ok=True)
-    command = containerd.ctr(*sn, "mounts", str(target), key).stdout.strip()
-    subprocess.run(command, shell=True, check=True)
+
+    async def create() -> list[tuple[str, str, str]]:
+        async with ContainerdClient(containerd.address, namespace, timeout_sec=120) as client:
+            async with client.lease(expire_sec=600):
+                await client.view_snapshot(snapshotter, key, parent, {"containerd.io/gc.root": "test"})
+            return [(m.type, m.source, ",".join(m.options)) for m in await client.snapshot_mounts(snapshotter, key)]
+
+    (mount,) = asyncio.run(create())
+    kind, source, options = mount
+    if kind == "bind":
+        options = options.replace("rbind", "bind")
+    subprocess.run(["mount", "-t", kind, "-o", options, source, str(target)], check=True)
     try:
         yield target
     finally:
         subprocess.run(["umount", str(target)], check=True)
-        containerd.ctr(*sn, "rm", key)
+        containerd.ctr("-n", namespace, "snapshots", "--snapshotter", snapshotter, "rm", key)

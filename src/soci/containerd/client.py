@@ -265,6 +265,20 @@ class ContainerdClient:
         response = await self.call(api.SNAPSHOTS["Prepare"], request, f"prepare snapshot {key}")
         return list(response.mounts)
 
+    async def view_snapshot(
+        self, snapshotter: str, key: str, parent: str, labels: Mapping[str, str] | None = None
+    ) -> list[mount_pb2.Mount]:
+        request = snapshots_pb2.ViewSnapshotRequest(
+            snapshotter=snapshotter, key=key, parent=parent, labels=dict(labels or {})
+        )
+        response = await self.call(api.SNAPSHOTS["View"], request, f"view snapshot {key}")
+        return list(response.mounts)
+
+    async def snapshot_mounts(self, snapshotter: str, key: str) -> list[mount_pb2.Mount]:
+        request = snapshots_pb2.MountsRequest(snapshotter=snapshotter, key=key)
+        response = await self.call(api.SNAPSHOTS["Mounts"], request, f"mounts of snapshot {key}")
+        return list(response.mounts)
+
     async def commit_snapshot(self, snapshotter: str, name: str, key: str, labels: Mapping[str, str]) -> None:
         request = snapshots_pb2.CommitSnapshotRequest(snapshotter=snapshotter, name=name, key=key, labels=dict(labels))
         await self.call(api.SNAPSHOTS["Commit"], request, f"commit snapshot {key} as {name}")

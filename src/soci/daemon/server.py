@@ -187,9 +187,13 @@ class Daemon:
             ),
         )
         self._closers.append(resolver.aclose)
+        mounter = load_layer_mounter(config, self.root)
+        close_mounter = getattr(mounter, "aclose", None)
+        if close_mounter is not None:
+            self._closers.append(close_mounter)
         remote = SociRemoteFS(
             resolver,
-            load_layer_mounter(config, self.root),
+            mounter,
             mount_timeout_sec=float(config.mount_timeout_sec),
             soci_v1=config.pull_modes.soci_v1.enable,
             soci_v2=config.pull_modes.soci_v2.enable,

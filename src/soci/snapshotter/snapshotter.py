@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Protocol
 
 from soci.containerd.filters import map_field, parse_filters
-from soci.errors import AlreadyExists, InvalidArgument, NoIndexError, NoZtocError, SociError, Unavailable
+from soci.errors import AlreadyExists, InvalidArgument, NoIndexError, NotFound, NoZtocError, SociError, Unavailable
 from soci.snapshotter import labels as lb
 from soci.snapshotter import metrics as m
 from soci.snapshotter import system
@@ -137,7 +137,7 @@ class Snapshotter:
             return tx.update_info(name, labels, fieldpaths)
 
     async def view(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
-        snapshot = self._create(Kind.VIEW, key, parent, dict(labels or {}))
+        snapshot = await self._create(Kind.VIEW, key, parent, dict(labels or {}))
         return await self._mounts(snapshot, parent)
 
     async def prepare(
@@ -152,7 +152,7 @@ class Snapshotter:
         lb.check_labels(wanted)
         target = wanted.get(lb.TARGET_SNAPSHOT_REF, "")
         if not target:
-            snapshot = self._create(Kind.ACTIVE, key, parent, wanted)
+            snapshot = await self._create(Kind.ACTIVE, key, parent, wanted)
             return await self._mounts(snapshot, parent)
         # one layer Prepare per target at a time: the second one then finds the first one's result
         async with self._target_locks.hold(target):
@@ -230,20 +230,35 @@ class Snapshotter:
 
     # ---- internals ------------------------------------------------------------------------------------
 
-    def _create(self, kind: Kind, key: str, parent: str, labels: Mapping[str, str]) -> Snapshot:
-        """Database row and directory for a new snapshot; no await inside, so it is atomic for the loop."""
+    async def _create(self, kind: Kind, key: str, parent: str, labels: Mapping[str, str]) -> Snapshot:
+        """Database row and directory for a new snapshot (its ``fs`` owned like the parent's ``fs``)."""
         lb.check_labels(labels)
+        owner: tuple[int, int] | None = None
+        if parent:
+            with self._ms.transaction(writable=False) as tx:
+                try:
+                    parent_id = tx.get_info(parent)[0]
+                except NotFound:
+                    raise NotFound(f"parent snapshot {parent} does not exist") from None
+            # in a thread: the parent may be a lazily loaded layer served by this very event loop
+            st = await asyncio.to_thread(os.stat, self.upper_path(parent_id))
+            owner = (st.st_uid, st.st_gid)
+        return self._create_now(kind, key, parent, labels, owner)
+
+    def _create_now(
+        self, kind: Kind, key: str, parent: str, labels: Mapping[str, str], owner: tuple[int, int] | None
+    ) -> Snapshot:
+        # no await in here: the row and the directory appear together for every other coroutine
         temp = Path(tempfile.mkdtemp(dir=self.snapshots_dir, prefix="new-"))
         try:
             (temp / "fs").mkdir(mode=0o755)
             os.chmod(temp / "fs", 0o755)
             if kind is Kind.ACTIVE:
                 (temp / "work").mkdir(mode=0o711)
+            if owner is not None:
+                os.lchown(temp / "fs", *owner)
             with self._ms.transaction(writable=True) as tx:
                 snapshot = tx.create_snapshot(kind, key, parent, labels)
-                if snapshot.parent_ids:
-                    st = os.stat(self.upper_path(snapshot.parent_ids[0]))
-                    os.lchown(temp / "fs", st.st_uid, st.st_gid)
                 os.rename(temp, self.snapshots_dir / snapshot.id)
             return snapshot
         except BaseException:
@@ -302,7 +317,7 @@ class Snapshotter:
         existing = self._committed(target)
         if existing is not None and existing.parent == parent:
             raise AlreadyExists(f"target snapshot {target!r}: already exists")
-        snapshot = self._create(Kind.ACTIVE, key, parent, labels)
+        snapshot = await self._create(Kind.ACTIVE, key, parent, labels)
         upper = self.upper_path(snapshot.id)
         fields = {"key": key, "parent": parent, "target": target}
         try:

@@ -14,6 +14,9 @@ from soci.errors import FailedPrecondition
 
 MNT_FORCE = 1
 MNT_DETACH = 2
+MS_RDONLY = 1
+MS_REMOUNT = 32
+MS_BIND = 4096
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -70,9 +73,21 @@ def unmount_all(path: Path) -> None:
 
 
 def mount(source: str, target: Path, fstype: str, options: str = "", flags: int = 0) -> None:
-    if _libc.mount(source.encode(), os.fsencode(target), fstype.encode(), flags, options.encode() or None) != 0:
+    fstype_arg = fstype.encode() or None
+    if _libc.mount(os.fsencode(source), os.fsencode(target), fstype_arg, flags, options.encode() or None) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount {fstype} on {target}: {os.strerror(err)}")
+
+
+def bind_mount(source: Path, target: Path, *, read_only: bool = True) -> None:
+    """Bind ``source`` onto ``target`` (read-only needs a second, remounting call)."""
+    mount(str(source), target, "", flags=MS_BIND)
+    if read_only:
+        try:
+            mount("", target, "", flags=MS_BIND | MS_REMOUNT | MS_RDONLY)
+        except OSError:
+            unmount(target, MNT_DETACH)
+            raise
 
 
 def remove_tree(path: Path) -> None:

@@ -1,0 +1,83 @@
+"""The daemon with the real lazy filesystem (``soci.fs`` through ``FuseLayerMounter``): lazy pull, run,
+same root filesystem as overlayfs, restarts."""
+
+from __future__ import annotations
+
+import re
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e_images import EXPECTED_OUTPUT, SCRIPT, BuiltImage, convert, push_image, walk_tree
+from e2e_stack import FUSE_MOUNTER, Stack, layer_modes, mounted_view, needs_stack, stack_running
+
+from soci.containerd.pull import MODE_LAZY, chain_ids
+from soci.formats.digest import sha256_digest
+from soci.snapshotter import system
+from soci.testing.registry_server import RegistryServer
+
+pytestmark = [*needs_stack, pytest.mark.fuse, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[RegistryServer]:
+    with RegistryServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def stack(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with stack_running(tmp_path_factory.mktemp("fuse"), registry, mounter=FUSE_MOUNTER) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def lazy_image(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
+    workdir = tmp_path_factory.mktemp("fuse-image")
+    src = push_image(stack.registry, workdir, "fuse/app", "v1", seed=301)
+    return convert(workdir / "soci", src, "v1-soci")
+
+
+def _bytes_served(registry: RegistryServer, digest: str) -> int:
+    """Blob bytes the registry sent for ``digest`` (from its request log)."""
+    total = 0
+    for line in registry.log_path.read_text().splitlines():
+        if 'msg="response completed' in line and f"/blobs/{digest}" in line:
+            written = re.search(r"http\.response\.written=(\d+)", line)
+            total += int(written.group(1)) if written else 0
+    return total
+
+
+def test_rpull_is_lazy_and_the_container_runs(stack: Stack, lazy_image: BuiltImage) -> None:
+    big = lazy_image.layers[1].descriptor()
+    served_before = _bytes_served(stack.registry, big.digest)  # soci convert read the whole layer once
+    output = stack.rpull(lazy_image.ref)
+    assert layer_modes(output) == [MODE_LAZY] * 3, output
+    assert stack.run(lazy_image.ref, "/bin/sh", "-c", SCRIPT) == EXPECTED_OUTPUT
+    # the command never reads the big layer's files: only a fraction of it came over the wire
+    assert _bytes_served(stack.registry, big.digest) - served_before < big.size // 2
+
+
+def test_lazy_rootfs_equals_overlayfs(stack: Stack, lazy_image: BuiltImage, tmp_path: Path) -> None:
+    stack.rpull(lazy_image.ref)
+    stack.containerd.ctr("-n", "overlay-baseline", "images", "pull", "--plain-http", lazy_image.ref)
+    top = chain_ids([sha256_digest(layer.tar) for layer in lazy_image.layers])[-1]
+    with mounted_view(stack.containerd, "soci", top, tmp_path / "lazy") as view:
+        ours = dict(walk_tree(view))
+    with mounted_view(stack.containerd, "overlayfs", top, tmp_path / "ovl", "overlay-baseline") as view:
+        theirs = dict(walk_tree(view))
+    assert ours == theirs
+
+
+def test_restart_repairs_dead_fuse_mounts(stack: Stack, lazy_image: BuiltImage) -> None:
+    stack.rpull(lazy_image.ref)
+    snapshots = stack.daemon.root / "snapshotter" / "snapshots"
+    assert stack.daemon.stop(signal.SIGTERM) == 0
+    stack.restart_daemon()
+    assert len(system.mountpoints_under(snapshots)) >= 3
+    assert stack.run(lazy_image.ref, "/bin/sh", "-c", SCRIPT) == EXPECTED_OUTPUT
+    assert stack.daemon.stop(signal.SIGINT) == 0
+    assert system.mountpoints_under(stack.daemon.root) == []  # SIGINT: nothing left mounted, FUSE included
+    stack.restart_daemon()
+    assert stack.run(lazy_image.ref, "/bin/sh", "-c", SCRIPT) == EXPECTED_OUTPUT
