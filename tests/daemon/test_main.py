@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
-from soci.config import default_config, dump_toml
+from soci.config import default_config, dump_toml, parse_config
+from soci.daemon.server import unsupported_settings
 
 
 def _daemon(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -36,8 +38,6 @@ def test_config_dump_shows_the_file_over_the_defaults(tmp_path: Path) -> None:
 def test_config_from_the_environment(tmp_path: Path) -> None:
     config = tmp_path / "env.toml"
     config.write_text("mount_timeout_sec = 9\n")
-    import os
-
     result = _daemon("config", "dump", env={**os.environ, "SOCI_SNAPSHOTTER_CONFIG": str(config)})
     assert tomllib.loads(result.stdout)["mount_timeout_sec"] == 9
 
@@ -59,3 +59,10 @@ def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:
 def test_bad_log_level_is_a_usage_error(tmp_path: Path) -> None:
     result = _daemon("--log-level", "chatty", "--root", str(tmp_path / "root"), "--address", str(tmp_path / "s"))
     assert result.returncode == 2 and "chatty" in result.stderr
+
+
+def test_settings_the_daemon_does_not_act_on_are_named() -> None:
+    assert unsupported_settings(parse_config("")) == []
+    config = parse_config('debug_address = "127.0.0.1:6060"\n[cri_keychain]\nenable_keychain = true')
+    named = unsupported_settings(config)
+    assert len(named) == 2 and "debug_address" in named[1] and "cri_keychain" in named[0]

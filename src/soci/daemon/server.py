@@ -75,6 +75,22 @@ def load_layer_mounter(config: Config, root: Path) -> LayerMounter:
     return factory(config, root)
 
 
+def unsupported_settings(config: Config) -> list[str]:
+    """Settings this daemon accepts (so upstream files load) but does not act on."""
+    found = []
+    if config.pull_modes.parallel_pull_unpack.enable:
+        found.append("[pull_modes.parallel_pull_unpack] enable (layers are unpacked one by one instead)")
+    if config.cri_keychain.enable_keychain:
+        found.append("[cri_keychain] enable_keychain (credentials come from the Docker config)")
+    if config.kubeconfig_keychain.enable_keychain:
+        found.append("[kubeconfig_keychain] enable_keychain (credentials come from the Docker config)")
+    if config.debug_address:
+        found.append("debug_address (no debug endpoint)")
+    if config.content_store.type == "containerd":
+        found.append("[content_store] type = 'containerd' (SOCI artifacts are kept in memory)")
+    return found
+
+
 def socket_path(address: str) -> Path:
     """The unix socket path of ``--address`` (a plain path or ``unix://path``)."""
     path = address.removeprefix("unix://")
@@ -160,6 +176,8 @@ class Daemon:
         os.chmod(self.root, 0o700)
         log.info("starting soci-snapshotter-grpc", extra={"version": __version__, "root": str(self.root)})
         snapshotter_root = self.root / "snapshotter"
+        for setting in unsupported_settings(config):
+            log.warning("ignoring unsupported setting %s", setting)
         if config.skip_check_snapshotter_supported:
             log.warning("skipped snapshotter is supported check")
         else:
