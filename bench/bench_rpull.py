@@ -6,7 +6,8 @@
 The image is synthetic (files of random and compressible bytes, built once and cached under --cache)
 and is made SOCI-enabled with ``soci convert --remote``. Each contender gets a fresh containerd (and a
 fresh snapshotter daemon) per run. The daemon's lazy filesystem is whatever it is wired with; pass
-``--layer-mounter`` to choose another (``tests/e2e/e2e_mounter.py:factory`` is a non-lazy tmpfs test mounter).
+``--layer-mounter soci.daemon.mounters:fuse`` for the lazy filesystem (``tests/e2e/e2e_mounter.py:factory``
+is a non-lazy tmpfs test mounter).
 Needs root, containerd, runc, docker-registry, skopeo, pigz.
 """
 

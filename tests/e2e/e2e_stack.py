@@ -40,7 +40,7 @@ if "image" not in cli.commands:  # the lead registers it in soci.cli.main; tests
 
 
 TEST_MOUNTER = "e2e_mounter:factory"
-FUSE_MOUNTER = "soci.snapshotter.fuse_mounter:factory"
+FUSE_MOUNTER = "soci.daemon.mounters:fuse"
 
 
 def mounter_env(mounter: str = TEST_MOUNTER) -> dict[str, str]:

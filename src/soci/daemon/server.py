@@ -25,7 +25,7 @@ import grpc
 
 from soci import __version__
 from soci.config.config import Config
-from soci.daemon import systemd
+from soci.daemon import mounters, systemd
 from soci.daemon.metrics import MetricsServer, Registry, SnapshotterMetrics
 from soci.errors import FailedPrecondition, InvalidArgument
 from soci.registry import TransportOptions
@@ -33,7 +33,7 @@ from soci.snapshotter import system
 from soci.snapshotter.local import LocalUnpacker
 from soci.snapshotter.metastore import SqliteMetaStore
 from soci.snapshotter.metrics import MetricsSink, NullMetrics
-from soci.snapshotter.remote import LayerMounter, SociRemoteFS, UnavailableMounter
+from soci.snapshotter.remote import LayerMounter, SociRemoteFS
 from soci.snapshotter.resolver import Mirror, RegistryResolver
 from soci.snapshotter.service import SnapshotsService, snapshots_handler
 from soci.snapshotter.snapshotter import Snapshotter, SnapshotterOptions
@@ -58,8 +58,10 @@ class DaemonOptions:
 
 
 def default_layer_mounter(config: Config, root: Path) -> LayerMounter:
-    """The lazy filesystem. Until one is wired in, remote mounts fail and indexed layers are unpacked locally."""
-    return UnavailableMounter()
+    """The lazy filesystem behind remote snapshots when ``SOCI_SNAPSHOTTER_LAYER_MOUNTER`` is not set.
+
+    ``mounters.unavailable`` unpacks indexed layers locally; ``mounters.fuse`` serves them lazily."""
+    return mounters.unavailable(config, root)
 
 
 def load_layer_mounter(config: Config, root: Path) -> LayerMounter:
