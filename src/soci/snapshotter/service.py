@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 
 import grpc
@@ -172,6 +172,3 @@ def snapshots_handler(service: SnapshotsService) -> Any:
         )
     return grpc.method_handlers_generic_handler(api.SNAPSHOTS_SERVICE, handlers)
 
-
-def add_to_server(server: grpc.aio.Server, services: Iterable[Any]) -> None:
-    server.add_generic_rpc_handlers(tuple(services))

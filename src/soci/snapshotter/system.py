@@ -12,7 +12,6 @@ from pathlib import Path
 
 from soci.errors import FailedPrecondition
 
-MNT_FORCE = 1
 MNT_DETACH = 2
 MS_RDONLY = 1
 MS_REMOUNT = 32
