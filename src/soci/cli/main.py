@@ -11,6 +11,7 @@ from soci import __version__
 from soci.cli._common import GlobalOptions
 from soci.cli.convert import convert
 from soci.cli.create import create
+from soci.cli.image import image
 from soci.cli.index import index
 from soci.cli.prefetch import prefetch
 from soci.cli.push import push
@@ -50,6 +51,7 @@ def cli(
 
 cli.add_command(convert)
 cli.add_command(create)
+cli.add_command(image)
 cli.add_command(push)
 cli.add_command(index)
 cli.add_command(ztoc)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final, Generic, Literal, TypeVar
 
-from google.protobuf import empty_pb2  # type: ignore[import-untyped]
-from google.protobuf.message import Message  # type: ignore[import-untyped]
+from google.protobuf import empty_pb2
+from google.protobuf.message import Message
 
 from soci.containerd._proto import content_pb2, diff_pb2, images_pb2, leases_pb2, snapshots_pb2
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import grpc
-from google.protobuf.field_mask_pb2 import FieldMask  # type: ignore[import-untyped]
+from google.protobuf.field_mask_pb2 import FieldMask
 
 from soci.containerd import api
 from soci.containerd._proto import (

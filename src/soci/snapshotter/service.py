@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 
 import grpc
-from google.protobuf import empty_pb2  # type: ignore[import-untyped]
-from google.protobuf.timestamp_pb2 import Timestamp  # type: ignore[import-untyped]
+from google.protobuf import empty_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from soci.containerd import api
 from soci.containerd._proto import mount_pb2, snapshots_pb2
