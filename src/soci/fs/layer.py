@@ -30,7 +30,7 @@ from soci.fs.background import BackgroundFetcher
 from soci.fs.blob import BlobReader
 from soci.fs.options import FsOptions
 from soci.fs.reader import FileReader
-from soci.fs.spans import SpanManager, SpanStatistics, check_span_table
+from soci.fs.spans import RecentSpans, SpanManager, SpanStatistics, check_span_table
 from soci.fs.tree import LayerTree
 from soci.fs.ztoc_reader import ZtocInfo, load_ztoc
 
@@ -130,6 +130,7 @@ class LayerResolver:
         self._background = background
         limit = self.options.max_concurrency
         self._limiter = asyncio.Semaphore(limit) if limit > 0 else None
+        self._recent = RecentSpans(self.options.recent_spans_bytes)
         self._layers: dict[tuple[str, str], tuple[Layer, int]] = {}
         self._opening: dict[tuple[str, str], asyncio.Future[Layer]] = {}
 
@@ -208,7 +209,7 @@ class LayerResolver:
                 blob=request.blob, cache=cache, executor=self._executor,
                 retries=self.options.blob.span_verification_retries,
                 fetch_timeout_sec=self.options.blob.fetching_timeout_sec, limiter=self._limiter,
-                readahead_spans=self.options.readahead_spans, name=request.layer_digest,
+                readahead_spans=self.options.readahead_spans, recent=self._recent, name=request.layer_digest,
             )  # fmt: skip
             reader = FileReader(tree, spans, verify=not self.options.disable_verification, name=request.layer_digest)
             layer = Layer(request, info, tree, spans, reader, cache, header_bytes)

@@ -81,6 +81,12 @@ class LazyMount:
             raise Unavailable(f"cannot mount FUSE at {self.mountpoint}: {exc}") from exc
         _active = self
         self._main = asyncio.get_running_loop().create_task(self._serve(), name="soci-fuse")
+        # the kernel resets the readahead window when it gets the INIT reply: raise it only after that
+        for _ in range(1000):
+            if self.operations.initialized or self._main.done():
+                break
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.005)  # the worker that answered INIT has written the reply by now
         set_read_ahead(self.mountpoint, READ_AHEAD_KB)
         log.info("FUSE mounted at %s", self.mountpoint)
 
@@ -117,7 +123,10 @@ class LazyMount:
         main, self._main = self._main, None
         if main is None:
             return
-        await _terminate()
+        try:
+            await _terminate()
+        except Exception as exc:
+            log.warning("cannot stop the FUSE request loop at %s cleanly: %s", self.mountpoint, exc)
         finished = await _wait(main, 10)
         if not finished:
             # workers stuck in handlers: cut the kernel connection so their reads fail, then wait again
@@ -125,6 +134,8 @@ class LazyMount:
             await asyncio.to_thread(_force_unmount, self.mountpoint)
             finished = await _wait(main, 10)
         if not finished:
+            # no pyfuse3.close: a worker still runs and would touch a freed session; this process cannot
+            # mount again, but nothing stays mounted
             log.error("FUSE request loop at %s is stuck; leaving its session allocated", self.mountpoint)
             return
         try:
@@ -141,12 +152,18 @@ async def _terminate() -> None:
 
     The shim wakes a worker waiting for the FUSE fd both from the fd's reader callback and from
     ``terminate``; whichever comes second raises InvalidStateError (from ``terminate`` it aborts the
-    shutdown). Removing the reader callbacks first leaves ``terminate`` as the only waker; a wait that was
-    already woken makes it fail once, and then that worker has to run before trying again.
+    shutdown). Removing the reader callbacks of the fds being waited for leaves ``terminate`` as the only
+    waker; a wait that was already woken makes it fail once, and then that worker has to run before trying
+    again.
     """
     loop = asyncio.get_running_loop()
+    waiting = pyfuse3.asyncio._read_futures
     for _ in range(1000):
-        for fd in list(pyfuse3.asyncio._read_futures):
+        for fd, futures in list(waiting.items()):
+            if not futures:
+                # the shim leaves empty entries behind (a defaultdict); the number may be a socket's by now
+                del waiting[fd]
+                continue
             loop.remove_reader(fd)
         try:
             pyfuse3.terminate()

@@ -142,6 +142,11 @@ class Operations(pyfuse3.Operations):
         self._handles: dict[int, tuple[MountedLayer, int]] = {}
         self._next_handle = 1
         self._started_ns = time.time_ns()
+        self.initialized = False
+
+    def init(self) -> None:
+        """The kernel's INIT request is being answered (before the reply is written)."""
+        self.initialized = True
 
     # ---- inode helpers ---------------------------------------------------------------------------------------
 

@@ -92,3 +92,5 @@ class FsOptions:
     debug: bool = False
     readahead_spans: int = 2
     """Not upstream: spans fetched ahead of a sequential reader, beyond the span it reads."""
+    recent_spans_bytes: int = 32 << 20
+    """Not upstream: memory for recently inflated spans, shared by all layers (sequential readers hit it)."""

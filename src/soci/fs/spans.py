@@ -22,13 +22,14 @@ import asyncio
 import enum
 import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from soci.cache import SpanCache
-from soci.codec.zran import inflate_span
+from soci.codec.zran import inflate_span_into
 from soci.errors import DataLoss, FailedPrecondition, FormatError, SociError, SpanDigestMismatch, Unavailable
 from soci.formats.zinfo import GzipZinfo, TarZinfo
 from soci.fs.blob import BlobReader
@@ -37,7 +38,11 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
+SpanBytes = bytes | bytearray
+"""An uncompressed span: freshly inflated spans stay in the buffer they were inflated into."""
+
 MAX_RUN_BYTES = 32 << 20
+CACHED_READAHEAD_SPANS = 4
 """Adjacent spans are merged into one request up to this many compressed bytes."""
 
 
@@ -54,6 +59,41 @@ TRANSITIONS: Final[Mapping[SpanState, frozenset[SpanState]]] = {
     SpanState.FETCHED: frozenset({SpanState.UNCOMPRESSED}),
     SpanState.UNCOMPRESSED: frozenset(),
 }
+
+
+class RecentSpans:
+    """Recently inflated spans kept in memory, shared by all layers under one byte budget (LRU).
+
+    Sequential readers ask for a span in several FUSE requests; the first loads it, the others find it
+    here instead of reading it back from the span cache.
+    """
+
+    def __init__(self, max_bytes: int = 32 << 20) -> None:
+        self._max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[int, int], SpanBytes] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, owner: int, span_id: int) -> SpanBytes | None:
+        data = self._entries.get((owner, span_id))
+        if data is not None:
+            self._entries.move_to_end((owner, span_id))
+        return data
+
+    def put(self, owner: int, span_id: int, data: SpanBytes) -> None:
+        if len(data) > self._max_bytes:
+            return
+        old = self._entries.pop((owner, span_id), None)
+        if old is not None:
+            self._bytes -= len(old)
+        self._entries[(owner, span_id)] = data
+        self._bytes += len(data)
+        while self._bytes > self._max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self._bytes -= len(evicted)
+
+    def drop(self, owner: int) -> None:
+        for key in [k for k in self._entries if k[0] == owner]:
+            self._bytes -= len(self._entries.pop(key))
 
 
 def uncompressed_key(span_id: int) -> str:
@@ -107,6 +147,7 @@ class SpanManager:
         fetch_timeout_sec: bound on one range request.
         limiter: shared bound on range requests in flight (None: unbounded).
         readahead_spans: spans loaded ahead of a sequential reader.
+        recent: memory for recently inflated spans, shared between layers (None: none).
         name: for messages (the layer digest).
     """
 
@@ -124,6 +165,7 @@ class SpanManager:
         fetch_timeout_sec: float = 300.0,
         limiter: asyncio.Semaphore | None = None,
         readahead_spans: int = 2,
+        recent: RecentSpans | None = None,
         name: str = "layer",
     ) -> None:
         check_span_table(zinfo, span_digests, len(span_digests) - 1, compressed_size=compressed_size,
@@ -139,6 +181,7 @@ class SpanManager:
         self._fetch_timeout_sec = fetch_timeout_sec
         self._limiter = limiter
         self._readahead_spans = max(0, readahead_spans)
+        self._recent = recent
         self.name = name
         count = len(self._digests)
         self._cstart = [zinfo.start_compressed_offset(i) for i in range(count)]
@@ -146,7 +189,8 @@ class SpanManager:
         self._ustart = [zinfo.start_uncompressed_offset(i) for i in range(count)]
         self._uend = [zinfo.end_uncompressed_offset(i, uncompressed_size) for i in range(count)]
         self._states = [SpanState.UNREQUESTED] * count
-        self._inflight: dict[int, asyncio.Future[bytes | None]] = {}
+        self._inflight: dict[int, asyncio.Future[SpanBytes | None]] = {}
+        self._cache_loads: dict[int, asyncio.Future[SpanBytes | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._fetched_bytes = 0
         self._requests = 0
@@ -187,17 +231,23 @@ class SpanManager:
             return b""
         first, last = self.span_of(start), self.span_of(end - 1)
         fresh = await self._ensure(first, last)
+        sequential = readahead_limit is not None
         pieces: list[bytes] = []
         for i in range(first, last + 1):
             base = self._ustart[i]
             lo, hi = max(start, base), min(end, self._uend[i])
             data = fresh.get(i)
+            if data is None and self._recent is not None:
+                data = self._recent.get(id(self), i)
+                if data is None and sequential:
+                    # a sequential reader will want the rest of the span: read it from the cache at once
+                    data = await self._cached_span(i)
             piece = None if data is not None else await self._read_cached(i, lo - base, hi - lo)
             if piece is None:
                 if data is None:
                     log.debug("%s: span %d is no longer in the cache; fetching it again", self.name, i)
                     data = await self._refetch(i)
-                piece = data[lo - base : hi - base]
+                piece = bytes(memoryview(data)[lo - base : hi - base])
             pieces.append(piece)
         if readahead_limit is not None and self._readahead_spans:
             self._readahead(last + 1, readahead_limit)
@@ -247,6 +297,8 @@ class SpanManager:
     async def aclose(self, grace_sec: float = 5.0) -> None:
         """Refuse new fetches; let running work finish for up to ``grace_sec``, then cancel it."""
         self._closed = True
+        if self._recent is not None:
+            self._recent.drop(id(self))
         tasks = list(self._tasks)
         if tasks:
             _, running = await asyncio.wait(tasks, timeout=grace_sec)
@@ -277,13 +329,13 @@ class SpanManager:
         self._fetched_bytes += self._cend[span_id] - self._cstart[span_id]
         return True
 
-    def _register(self, span_id: int) -> asyncio.Future[bytes | None]:
-        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+    def _register(self, span_id: int) -> asyncio.Future[SpanBytes | None]:
+        future: asyncio.Future[SpanBytes | None] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieve)
         self._inflight[span_id] = future
         return future
 
-    def _settle(self, span_id: int, outcome: bytes | BaseException | None) -> None:
+    def _settle(self, span_id: int, outcome: SpanBytes | BaseException | None) -> None:
         """Resolve and forget the in-flight future of a span."""
         future = self._inflight.pop(span_id, None)
         if future is None or future.done():
@@ -297,9 +349,9 @@ class SpanManager:
 
     # ---- loading -------------------------------------------------------------------------------------------
 
-    async def _ensure(self, first: int, last: int) -> dict[int, bytes]:
+    async def _ensure(self, first: int, last: int) -> dict[int, SpanBytes]:
         """Make spans ``first..last`` available; returns the bytes of those loaded by this call."""
-        fresh: dict[int, bytes] = {}
+        fresh: dict[int, SpanBytes] = {}
         pending = list(range(first, last + 1))
         while pending:
             waits = self._start(pending)
@@ -311,9 +363,9 @@ class SpanManager:
             fresh.update((i, data) for (i, _), data in zip(waits, results, strict=True) if data is not None)
         return fresh
 
-    def _start(self, ids: Sequence[int]) -> list[tuple[int, asyncio.Future[bytes | None]]]:
+    def _start(self, ids: Sequence[int]) -> list[tuple[int, asyncio.Future[SpanBytes | None]]]:
         """Futures for the given spans that are not UNCOMPRESSED, starting the work they need."""
-        waits: list[tuple[int, asyncio.Future[bytes | None]]] = []
+        waits: list[tuple[int, asyncio.Future[SpanBytes | None]]] = []
         fetch: list[int] = []
         for i in ids:
             future = self._inflight.get(i)
@@ -347,7 +399,13 @@ class SpanManager:
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # whoever waits for the span got the error through its future; nobody waits for the task
+            log.debug("%s: background span work failed: %s", self.name, task.exception())
 
     async def _fetch_run(self, run: list[int]) -> None:
         """Fetch spans ``run`` (REQUESTED, adjacent) in one request, then finish each on its own."""
@@ -379,6 +437,8 @@ class SpanManager:
         future = self._inflight.get(span_id)
         if future is not None and not future.done():
             future.set_result(data)  # waiting readers go on while the cache is written
+        if self._recent is not None:
+            self._recent.put(id(self), span_id, data)
         try:
             await self._in_thread(self._cache.put, uncompressed_key(span_id), data)
         except Exception as exc:
@@ -404,16 +464,18 @@ class SpanManager:
             raise
         self._transition(span_id, SpanState.UNCOMPRESSED)
         self._settle(span_id, data)
+        if self._recent is not None:
+            self._recent.put(id(self), span_id, data)
         try:
             await self._in_thread(self._cache.remove, compressed_key(span_id))
         except Exception as exc:
             log.debug("%s: cannot drop compressed span %d from the cache: %s", self.name, span_id, exc)
 
-    async def _refetch(self, span_id: int) -> bytes:
+    async def _refetch(self, span_id: int) -> SpanBytes:
         """A span whose cached bytes vanished: fetch and inflate it again, outside the state table."""
         return await self._verified_inflate(span_id, memoryview(await self._fetch(span_id, span_id)))
 
-    async def _verified_inflate(self, span_id: int, raw: memoryview) -> bytes:
+    async def _verified_inflate(self, span_id: int, raw: memoryview) -> SpanBytes:
         for attempt in range(self._retries + 1):
             try:
                 return await self._in_thread(self._verify_and_inflate, span_id, raw)
@@ -475,6 +537,37 @@ class SpanManager:
         wanted = [i for i in range(from_span, stop) if self._states[i] is not SpanState.UNCOMPRESSED]
         if wanted:
             self._start(wanted)  # futures settle on their own; errors surface to whoever reads later
+        if self._recent is not None:
+            # reading cached spans ahead is cheap (a disk read each), so go further than fetching
+            cached_stop = min(from_span + max(self._readahead_spans, CACHED_READAHEAD_SPANS),
+                              self.span_of(min(limit, self._usize) - 1) + 1)  # fmt: skip
+            for i in range(from_span, cached_stop):
+                if (self._states[i] is SpanState.UNCOMPRESSED and i not in self._cache_loads
+                        and self._recent.get(id(self), i) is None):  # fmt: skip
+                    self._spawn(self._cached_span(i))  # disk reads of the cache overlap with serving
+
+    async def _cached_span(self, span_id: int) -> SpanBytes | None:
+        """A whole cached span, read once into ``recent`` (concurrent callers share the read)."""
+        assert self._recent is not None
+        pending = self._cache_loads.get(span_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[SpanBytes | None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieve)
+        self._cache_loads[span_id] = future
+        try:
+            data = await self._in_thread(self._cache.get, uncompressed_key(span_id))
+            if data is not None and len(data) != self._uend[span_id] - self._ustart[span_id]:
+                data = None
+            if data is not None:
+                self._recent.put(id(self), span_id, data)
+            future.set_result(data)
+            return data
+        except BaseException as exc:
+            future.set_exception(exc if isinstance(exc, Exception) else Unavailable("cache read cancelled"))
+            raise
+        finally:
+            del self._cache_loads[span_id]
 
     # ---- executor work -------------------------------------------------------------------------------------
 
@@ -491,19 +584,21 @@ class SpanManager:
         if actual != expected:
             raise SpanDigestMismatch(span_id, expected, actual)
 
-    def _verify_and_inflate(self, span_id: int, raw: memoryview) -> bytes:
+    def _verify_and_inflate(self, span_id: int, raw: memoryview) -> SpanBytes:
         self._verify(span_id, raw)
         return self._inflate(span_id, raw)
 
-    def _inflate(self, span_id: int, raw: memoryview) -> bytes:
+    def _inflate(self, span_id: int, raw: memoryview) -> SpanBytes:
         length = self._uend[span_id] - self._ustart[span_id]
         if isinstance(self._zinfo, TarZinfo):
-            data = bytes(raw[:length])
-        else:
-            data = inflate_span(self._zinfo, span_id, raw, length=length)
-        if len(data) != length:
-            raise FormatError(f"{self.name}: span {span_id} inflated to {len(data)} bytes, want {length}")
-        return data
+            if len(raw) < length:
+                raise FormatError(f"{self.name}: span {span_id} has {len(raw)} bytes, want {length}")
+            return bytes(raw[:length])
+        out = bytearray(length)  # filled in place and kept as is: no copy of the whole span
+        made = inflate_span_into(self._zinfo, span_id, raw, out)
+        if made != length:
+            raise FormatError(f"{self.name}: span {span_id} inflated to {made} bytes, want {length}")
+        return out
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
