@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,6 +51,10 @@ class SpanCache(Protocol):
         ...
 
     def contains(self, key: str) -> bool: ...
+
+    def advise(self, keys: Sequence[str]) -> None:
+        """Hint that these entries will be read soon (start loading them from disk); may do nothing."""
+        ...
 
     def writer(self, key: str) -> CacheWriter: ...
 

@@ -13,6 +13,7 @@ import os
 import secrets
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 from soci.cache.base import CacheStatistics, check_key
@@ -165,6 +166,18 @@ class DirectorySpanCache:
             if check_key(key) in self._sizes:
                 return True
         return (self.directory / key).is_file()
+
+    def advise(self, keys: Sequence[str]) -> None:
+        """Start the kernel reading these files into the page cache (``POSIX_FADV_WILLNEED``)."""
+        for key in keys:
+            try:
+                fd = os.open(self.directory / check_key(key), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(fd)
 
     def writer(self, key: str) -> _FileWriter:
         return _FileWriter(self, check_key(key))

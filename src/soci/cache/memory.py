@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from soci.cache.base import CacheStatistics, check_key
 from soci.errors import InvalidArgument
@@ -60,6 +61,9 @@ class MemorySpanCache:
     def contains(self, key: str) -> bool:
         with self._lock:
             return key in self._entries
+
+    def advise(self, keys: Sequence[str]) -> None:
+        return None
 
     def writer(self, key: str) -> _MemoryWriter:
         return _MemoryWriter(self, check_key(key))

@@ -11,6 +11,7 @@ background fetcher.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import logging
 import struct
@@ -220,6 +221,7 @@ class LayerResolver:
             raise
         if self._background is not None:
             self._background.add(spans)
+        _trim_heap()
         log.info("layer %s ready: %d inodes, %d spans", request.layer_digest, tree.inode_count, spans.span_count)
         return layer
 
@@ -266,6 +268,21 @@ class LayerResolver:
             for first in range(r.start_span, min(r.end_span, last) + 1, 8):
                 jobs.append(load(first, min(first + 7, r.end_span, last)))
         await asyncio.gather(*jobs)
+
+
+def _trim_heap() -> None:
+    """Give the memory freed after building an inode table back to the system (glibc keeps it otherwise)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None
 
 
 def check_gzip_header(data: bytes, what: str = "layer") -> None:

@@ -43,6 +43,7 @@ SpanBytes = bytes | bytearray
 
 MAX_RUN_BYTES = 32 << 20
 CACHED_READAHEAD_SPANS = 4
+CACHED_ADVISE_SPANS = 8
 """Adjacent spans are merged into one request up to this many compressed bytes."""
 
 
@@ -191,6 +192,7 @@ class SpanManager:
         self._states = [SpanState.UNREQUESTED] * count
         self._inflight: dict[int, asyncio.Future[SpanBytes | None]] = {}
         self._cache_loads: dict[int, asyncio.Future[SpanBytes | None]] = {}
+        self._advised = bytearray(count)
         self._tasks: set[asyncio.Task[None]] = set()
         self._fetched_bytes = 0
         self._requests = 0
@@ -545,6 +547,15 @@ class SpanManager:
                 if (self._states[i] is SpanState.UNCOMPRESSED and i not in self._cache_loads
                         and self._recent.get(id(self), i) is None):  # fmt: skip
                     self._spawn(self._cached_span(i))  # disk reads of the cache overlap with serving
+            # further ahead, only ask the kernel to start reading the cached files: separate span files get
+            # no readahead across them otherwise
+            advise_stop = min(cached_stop + CACHED_ADVISE_SPANS, len(self._states))
+            keys = [uncompressed_key(i) for i in range(cached_stop, advise_stop)
+                    if self._states[i] is SpanState.UNCOMPRESSED and not self._advised[i]]  # fmt: skip
+            if keys:
+                for i in range(cached_stop, advise_stop):
+                    self._advised[i] = 1
+                self._spawn(self._in_thread(self._cache.advise, keys))
 
     async def _cached_span(self, span_id: int) -> SpanBytes | None:
         """A whole cached span, read once into ``recent`` (concurrent callers share the read)."""
