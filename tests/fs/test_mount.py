@@ -7,15 +7,18 @@ Real docker-registry, real FUSE, real overlayfs. Every path is compared: type, m
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import json
 import os
 import random
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from fs_blobs import MemoryBlob
 from fs_compare import (
     described_paths,
     differences,
@@ -28,6 +31,8 @@ from fs_layers import BuiltLayer, TarWriter, build_layer, compressible, every_en
 from fs_serve import fuse_usable, layer_request, overlay, serve
 
 from soci.formats.ztoc_codec import marshal_ztoc
+from soci.fs.layer import LayerRequest, LayerResolver
+from soci.fs.mount import LazyMount
 from soci.index.ztoc_builder import build_ztoc
 from soci.testing.registry_server import RegistryServer, registry_available
 
@@ -192,3 +197,41 @@ async def test_debian_rootfs_and_python_layers_equal_tar_x(
             actual = await asyncio.to_thread(snapshot, merged, described=stacked)
         assert differences(expected, actual) == []
         assert "usr/bin/python3" in actual  # from the upper layer
+
+
+async def test_xattr_options_and_lseek(tmp_path: Path) -> None:
+    """Per layer: disable-xattrs hides SCHILY xattrs, userxattr names the opaque marker; SEEK_DATA/HOLE work."""
+    built = build_layer(every_entry_type_tar())
+    plain_request = LayerRequest(built.digest, built.ztoc_digest, built.ztoc_bytes, MemoryBlob(built.blob))
+    other_request = dataclasses.replace(plain_request, disable_xattrs=True, userxattr=True)
+    with ThreadPoolExecutor(2) as executor:
+        resolver = LayerResolver(tmp_path / "root", executor=executor)
+        plain = await resolver.acquire(plain_request)
+        # the same layer with other presentation options, from another resolver (one would share the first)
+        other_resolver = LayerResolver(tmp_path / "root2", executor=executor)
+        other = await other_resolver.acquire(other_request)
+        async with LazyMount(tmp_path / "mnt") as mount:
+            a = mount.add_layer("plain", plain)
+            b = mount.add_layer("other", other)
+            assert sorted(await asyncio.to_thread(os.listxattr, a / "xattr" / "file")) == [
+                "trusted.note", "user.color", "user.empty"]  # fmt: skip
+            assert await asyncio.to_thread(os.listxattr, b / "xattr" / "file") == []
+            assert await asyncio.to_thread(os.listxattr, a / "opaque") == ["trusted.overlay.opaque"]
+            assert await asyncio.to_thread(os.getxattr, b / "opaque", "user.overlay.opaque") == b"y"
+            with pytest.raises(OSError) as info:
+                await asyncio.to_thread(os.getxattr, b / "opaque", "trusted.overlay.opaque")
+            assert info.value.errno == errno.ENODATA
+
+            def seeks(path: Path) -> tuple[int, int, int]:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    return os.lseek(fd, 0, os.SEEK_DATA), os.lseek(fd, 0, os.SEEK_HOLE), os.lseek(fd, 0, os.SEEK_END)
+                finally:
+                    os.close(fd)
+
+            size = 900_000
+            assert await asyncio.to_thread(seeks, a / "data" / "text.txt") == (0, size, size)
+            for name in list(mount.layers()):
+                mount.remove_layer(name)
+        await resolver.aclose()
+        await other_resolver.aclose()
