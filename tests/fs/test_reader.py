@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fs_blobs import MemoryBlob
-from fs_layers import BuiltLayer, build_layer, every_entry_type_tar
+from fs_layers import BuiltLayer, TarWriter, build_layer, every_entry_type_tar
 
 from soci.cache import MemorySpanCache
 from soci.errors import DataLoss
@@ -87,3 +87,16 @@ async def test_a_file_pointed_at_other_bytes_is_refused(layer: BuiltLayer, execu
     ino = reader._tree.resolve(b"etc/empty")
     with pytest.raises(DataLoss):
         await reader.read(ino, 0, 5)
+
+
+async def test_absolute_and_climbing_names_verify_and_stay_inside(executor: ThreadPoolExecutor) -> None:
+    w = TarWriter()
+    w.file("/abs/file", b"absolute\n")
+    w.file("./dot/file", b"dot\n")
+    w.file("a/../../../up", b"climbing\n")
+    layer = build_layer(w.finish())
+    reader = reader_for(layer, layer.ztoc, executor)
+    tree = reader._tree
+    assert sorted(n for _, n, _ in tree.children(tree.resolve(b""))) == [b"abs", b"dot", b"up"]
+    for path, content in ((b"abs/file", b"absolute\n"), (b"dot/file", b"dot\n"), (b"up", b"climbing\n")):
+        assert await reader.read(tree.resolve(path), 0, 100) == content
