@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gzip
 import hashlib
@@ -177,3 +178,23 @@ def test_header_crc() -> None:
 def test_invalid_gzip_headers(header: bytes) -> None:
     with pytest.raises(FormatError):
         check_gzip_header(header)
+
+
+async def test_slow_prefetch_does_not_keep_the_layer_from_opening(
+    layer: BuiltLayer, tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    blob = MemoryBlob(layer.blob)
+    original = blob.read_at
+
+    async def slow_spans(offset: int, length: int) -> bytes:
+        if offset:
+            await asyncio.sleep(30)
+        return await original(offset, length)
+
+    blob.read_at = slow_spans  # type: ignore[method-assign]
+    options = FsOptions(prefetch=PrefetchOptions(enable=True), mount_timeout_sec=1)
+    resolver = LayerResolver(tmp_path, options, executor=executor)
+    opened = await resolver.acquire(request(layer, blob, prefetch=(PrefetchSpan(1, 2),)))
+    assert opened.spans.state(1) is not SpanState.UNCOMPRESSED
+    await opened.spans.aclose(grace_sec=0)  # do not wait for the slow fetches
+    await resolver.aclose()

@@ -151,8 +151,7 @@ class LayerResolver:
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._opening[key] = future
         try:
-            async with asyncio.timeout(self.options.mount_timeout_sec):
-                layer = await self._open(request)
+            layer = await self._open(request)
         except BaseException as exc:
             future.set_exception(exc if isinstance(exc, Exception) else SociError(f"opening layer cancelled: {exc}"))
             raise
@@ -187,7 +186,8 @@ class LayerResolver:
         parse_digest(request.layer_digest)
         ztoc_hex = digest_hex(request.ztoc_digest)
         loop = asyncio.get_running_loop()
-        info, tree = await loop.run_in_executor(self._executor, load_ztoc, request.ztoc)
+        async with asyncio.timeout(self.options.mount_timeout_sec):
+            info, tree = await loop.run_in_executor(self._executor, load_ztoc, request.ztoc)
         blob_size = request.blob.size
         if request.layer_size is not None and request.layer_size != blob_size:
             raise DataLoss(f"layer {request.layer_digest}: blob is {blob_size} bytes, descriptor says "
@@ -203,7 +203,8 @@ class LayerResolver:
             header_bytes = 0
             if isinstance(zinfo, GzipZinfo):
                 header_bytes = zinfo.start_compressed_offset(0)
-                await self._check_gzip_header(request, cache, header_bytes)
+                async with asyncio.timeout(self.options.mount_timeout_sec):
+                    await self._check_gzip_header(request, cache, header_bytes)
             spans = SpanManager(
                 zinfo, info.span_digests,
                 compressed_size=info.compressed_archive_size, uncompressed_size=info.uncompressed_archive_size,
@@ -215,7 +216,12 @@ class LayerResolver:
             reader = FileReader(tree, spans, verify=not self.options.disable_verification, name=request.layer_digest)
             layer = Layer(request, info, tree, spans, reader, cache, header_bytes)
             if self.options.prefetch.enable and request.prefetch:
-                await self._prefetch(layer, request.prefetch)
+                try:
+                    async with asyncio.timeout(self.options.mount_timeout_sec):
+                        await self._prefetch(layer, request.prefetch)
+                except TimeoutError:
+                    log.warning("prefetch of layer %s did not finish in %d s; going on without it",
+                                request.layer_digest, self.options.mount_timeout_sec)  # fmt: skip
         except BaseException:
             cache.close()
             raise
