@@ -180,9 +180,7 @@ class Served:
 
     def __init__(self, host: str, root: Path, executor: ThreadPoolExecutor) -> None:
         self.client = RegistryClient(host, plain_http=True)
-        options = FsOptions(
-            fuse=FuseOptions(3600, 3600, 3600), background_fetch=BackgroundFetchOptions(disable=True)
-        )
+        options = FsOptions(fuse=FuseOptions(3600, 3600, 3600), background_fetch=BackgroundFetchOptions(disable=True))
         self.resolver = LayerResolver(root, options, executor=executor)
         self.mount = LazyMount(root / "mnt", options.fuse)
         self.layers: list[Layer] = []
@@ -376,8 +374,10 @@ def section_metadata(work: Path) -> dict[str, float]:
         descriptions.append(str(info))
     clean_stale_mounts([work / "mnt-meta"])
     here, rest = str(Path(__file__).parent), json.dumps(descriptions[1:])
-    code = (f"import sys, json; from pathlib import Path; sys.path.insert(0, {here!r}); import bench_fs; "
-            f"bench_fs.metadata_child(Path({str(work)!r}), json.loads({rest!r}), {descriptions[0]!r})")
+    code = (
+        f"import sys, json; from pathlib import Path; sys.path.insert(0, {here!r}); import bench_fs; "
+        f"bench_fs.metadata_child(Path({str(work)!r}), json.loads({rest!r}), {descriptions[0]!r})"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 

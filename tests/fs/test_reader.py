@@ -52,9 +52,10 @@ async def test_honest_ztoc_reads_every_file(layer: BuiltLayer, executor: ThreadP
     for e in layer.ztoc.entries:
         ino = tree.resolve(e.name)
         if e.type == "reg" and not e.name.rsplit(b"/", 1)[-1].startswith(b".wh."):
-            assert await reader.read(ino, 0, e.uncompressed_size + 10) == layer.tar[
-                e.uncompressed_offset : e.uncompressed_offset + e.uncompressed_size
-            ]
+            assert (
+                await reader.read(ino, 0, e.uncompressed_size + 10)
+                == layer.tar[e.uncompressed_offset : e.uncompressed_offset + e.uncompressed_size]
+            )
 
 
 @pytest.mark.parametrize(

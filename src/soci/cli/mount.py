@@ -50,15 +50,27 @@ IMMUTABLE_CACHE_SEC = 3600.0
 
 @click.command("mount")
 @registry_flags
-@click.option("--root", "root_override", type=click.Path(path_type=Path, file_okay=False),
-              help="state directory (span cache, FUSE mount, unpacked layers); default: the global --root")
+@click.option(
+    "--root",
+    "root_override",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="state directory (span cache, FUSE mount, unpacked layers); default: the global --root",
+)
 @click.option("--soci-index-digest", default="", help="use this SOCI index instead of discovering one")
 @click.option("--soci-v1", is_flag=True, help="also look for a SOCI v1 index through the referrers API")
 @click.option("--platform", "-p", "platform_spec", default="", help="platform to mount (default: this machine's)")
-@click.option("--prefetch/--no-prefetch", default=True, show_default=True,
-              help="load the spans listed in the index's prefetch artifacts before mounting")
-@click.option("--background-fetch/--no-background-fetch", default=False, show_default=True,
-              help="fetch the rest of every layer slowly in the background")
+@click.option(
+    "--prefetch/--no-prefetch",
+    default=True,
+    show_default=True,
+    help="load the spans listed in the index's prefetch artifacts before mounting",
+)
+@click.option(
+    "--background-fetch/--no-background-fetch",
+    default=False,
+    show_default=True,
+    help="fetch the rest of every layer slowly in the background",
+)
 @click.argument("ref")
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
 @pass_options

@@ -324,4 +324,3 @@ def _go_float(value: float) -> str:
     if value == int(value):
         return str(int(value))
     return repr(value)
-

@@ -498,9 +498,7 @@ class TreeBuilder:
         if entry_type == _HARDLINK_RAW:
             target = self.find(clean_name(linkname))
             if not target:
-                raise FormatError(
-                    f"received a hardlink but cannot get link destination: {raw_name!r} -> {linkname!r}"
-                )
+                raise FormatError(f"received a hardlink but cannot get link destination: {raw_name!r} -> {linkname!r}")
             if self.is_dir(target):
                 raise FormatError(f"hard link {raw_name!r} points at directory {linkname!r}")
             if existing == target:
