@@ -13,6 +13,7 @@ from soci.cli.convert import convert
 from soci.cli.create import create
 from soci.cli.image import image
 from soci.cli.index import index
+from soci.cli.mount import mount
 from soci.cli.prefetch import prefetch
 from soci.cli.push import push
 from soci.cli.rebuild_db import rebuild_db
@@ -54,6 +55,7 @@ cli.add_command(create)
 cli.add_command(image)
 cli.add_command(push)
 cli.add_command(index)
+cli.add_command(mount)
 cli.add_command(ztoc)
 cli.add_command(prefetch)
 cli.add_command(rebuild_db)

@@ -60,8 +60,9 @@ class DaemonOptions:
 def default_layer_mounter(config: Config, root: Path) -> LayerMounter:
     """The lazy filesystem behind remote snapshots when ``SOCI_SNAPSHOTTER_LAYER_MOUNTER`` is not set.
 
-    ``mounters.unavailable`` unpacks indexed layers locally; ``mounters.fuse`` serves them lazily."""
-    return mounters.unavailable(config, root)
+    ``mounters.fuse`` serves indexed layers lazily; ``mounters.unavailable`` (for machines without FUSE) makes
+    every indexed layer fall back to a local unpack by the snapshotter."""
+    return mounters.fuse(config, root)
 
 
 def load_layer_mounter(config: Config, root: Path) -> LayerMounter:

@@ -14,7 +14,8 @@ import asyncio
 import logging
 from pathlib import Path
 
-from soci.errors import Unavailable
+from soci.errors import SociError, Unavailable
+from soci.formats.soci_index import PrefetchSpan, parse_prefetch
 from soci.fs.background import BackgroundFetcher
 from soci.fs.layer import Layer, LayerRequest, LayerResolver
 from soci.fs.mount import LazyMount
@@ -44,6 +45,17 @@ class FuseLayerMounter:
                 await self._lazy.start()
                 self._background.start()
 
+    async def _prefetch_spans(self, layer: RemoteLayer) -> tuple[PrefetchSpan, ...]:
+        """The layer's prefetch artifact when prefetch is enabled; best effort, as upstream: never fails a mount."""
+        desc = layer.prefetch
+        if desc is None or not self.options.prefetch.enable:
+            return ()
+        try:
+            return tuple(parse_prefetch(await layer.client.get_blob(layer.repo, desc.digest, desc.size)))
+        except SociError as exc:
+            log.warning("prefetch artifact %s of layer %s ignored: %s", desc.digest, layer.layer.digest, exc)
+            return ()
+
     async def mount(self, mountpoint: Path, layer: RemoteLayer) -> None:
         await self._start()
         request = LayerRequest(
@@ -55,6 +67,7 @@ class FuseLayerMounter:
             disable_xattrs=layer.disable_xattrs,
             userxattr=self._userxattr,
             image_ref=layer.source.image_ref,
+            prefetch=await self._prefetch_spans(layer),
         )
         opened = await self._resolver.acquire(request)
         name = f"snapshot-{mountpoint.parent.name}"  # one directory per snapshot (its id)
