@@ -13,6 +13,7 @@ Usage: .venv/bin/python scripts/demo.py IMAGE_LAYOUT_DIR WORK_DIR
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -54,7 +55,7 @@ def blob_bytes(registry: RegistryServer, since: int) -> int:
 
 
 def main() -> None:
-    layout, work = Path(sys.argv[1]), Path(sys.argv[2])
+    layout, work = Path(sys.argv[1]).absolute(), Path(sys.argv[2]).absolute()
     work.mkdir(parents=True, exist_ok=True)
     with RegistryServer(workdir=work / "registry") as registry:
         ref = f"{registry.host}/demo/python:latest"
@@ -89,6 +90,8 @@ def main() -> None:
                     raise SystemExit(f"demo: the {mode} container did not print READY: {out.stdout!r}")
                 results[mode] = (pulled - start, done - start, blob_bytes(registry, offset))
                 print(f"   {out.stdout.strip()}")
+                containerd.stop()
+                daemon.stop(signal.SIGINT)  # SIGINT: unmount and clean up (SIGTERM would keep mounts for a restart)
     print()
     print(f"{'':6} {'pull':>8} {'start→READY':>12} {'blob bytes fetched':>20}")
     for mode, (pull, total, fetched) in results.items():

@@ -72,7 +72,7 @@ def cli(ctx: click.Context, address: str, config: str, log_level: str, root: str
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     logs.setup(level)
-    options = DaemonOptions(address=address, root=Path(root), config=_load(ctx), hosts_dir=hosts_dir)
+    options = DaemonOptions(address=address, root=Path(root).absolute(), config=_load(ctx), hosts_dir=hosts_dir)
     asyncio.run(run_daemon(options))
 
 
