@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from soci.testing.fault_proxy import digest_of
 
 from soci.errors import DataLoss, InvalidArgument, NotFound
 from soci.registry import ClientOptions, RegistryClient, RemoteBlob, referrers_tag, resolve_hosts
 from soci.registry.client import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, encode_index
+from soci.testing.fault_proxy import digest_of
 from soci.testing.registry_server import OCI_EMPTY_CONFIG, RegistryServer
 
 pytestmark = pytest.mark.registry

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from soci.testing.fault_proxy import digest_of
 
 from soci.errors import PermissionDenied, Unauthenticated, Unavailable
 from soci.registry import (
@@ -22,6 +21,7 @@ from soci.registry import (
     resolve_hosts,
 )
 from soci.registry.transport import RegistryTLSError
+from soci.testing.fault_proxy import digest_of
 from soci.testing.registry_server import DEFAULT_USERS, RegistryServer
 
 pytestmark = pytest.mark.registry

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from soci.testing.fault_proxy import Fault, FaultProxy, digest_of
 
 from soci.errors import DataLoss, FailedPrecondition, Unavailable
 from soci.registry import Credentials, RegistryClient, StaticCredentials, TransportOptions, resolve_hosts
 from soci.registry.client import OCI_MANIFEST
+from soci.testing.fault_proxy import Fault, FaultProxy, digest_of
 from soci.testing.registry_server import RegistryServer
 
 pytestmark = pytest.mark.registry

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from soci.testing.fault_proxy import digest_of
 
 from soci.errors import Unavailable
 from soci.registry import RegistryClient, TransportOptions
+from soci.testing.fault_proxy import digest_of
 from soci.testing.registry_server import RegistryServer, free_port, write_hosts_toml
 
 pytestmark = pytest.mark.registry
