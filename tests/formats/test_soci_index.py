@@ -15,7 +15,7 @@ ZTOC = "sha256:" + "c" * 64
 
 
 def test_empty_config_digest_is_sha256_of_braces() -> None:
-    assert si.EMPTY_CONFIG_DIGEST == "sha256:" + hashlib.sha256(si.EMPTY_CONFIG).hexdigest()
+    assert "sha256:" + hashlib.sha256(si.EMPTY_CONFIG).hexdigest() == si.EMPTY_CONFIG_DIGEST
 
 
 def test_v1_index_manifest_bytes() -> None:
