@@ -1,0 +1,312 @@
+"""Load order documents (LOD): which file bytes a workload reads first, per layer, in first-access order.
+
+This project's own artifact (not an upstream SOCI format; soci-format.md §8 describes the idea). One
+document per workload, stored next to the image as an OCI artifact whose subject is the image manifest.
+
+Shape (version "1"; keys sorted, no whitespace, UTF-8 — the canonical bytes ``marshal`` writes)::
+
+    {"annotations": {"<key>": "<value>", ...},
+     "layers": [{"digest": "sha256:<layer>",
+                 "segments": [{"length": L, "offset": O, "path": "usr/lib/x.so", "spans": [S, E], "time_ms": T}, ...],
+                 "ztoc": "sha256:<zTOC the span hints refer to>"}, ...],
+     "mediaType": "application/vnd.soci-py.load-order.v1+json",
+     "name": "<workload>",
+     "version": "1"}
+
+A segment is a byte range of a regular file, as the layer's tar holds it (``path`` cleaned, relative, no
+``.``/``..``). Segments are the truth: ``spans`` (inclusive span range) and ``ztoc`` are optional hints valid
+only for that zTOC, so a document survives a zTOC rebuilt with another span size. ``time_ms`` is the first
+access relative to the start of recording, in milliseconds; it is informative only and left out of
+``identity_bytes`` (two recordings of a deterministic workload give the same identity bytes).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+from soci.errors import FormatError
+from soci.formats.digest import is_digest
+
+MEDIA_TYPE_LOAD_ORDER: Final = "application/vnd.soci-py.load-order.v1+json"
+ARTIFACT_TYPE_LOAD_ORDER: Final = MEDIA_TYPE_LOAD_ORDER
+"""``artifactType`` of the manifest that carries a document (what referrers are filtered by)."""
+VERSION: Final = "1"
+
+ANNOTATION_NAME: Final = "io.github.soci-py.load-order.name"
+"""The workload name, on the artifact manifest and in the document's annotations."""
+ANNOTATION_RECORDED_BY: Final = "io.github.soci-py.load-order.recorded-by"
+ANNOTATION_COMMAND: Final = "io.github.soci-py.load-order.command"
+ANNOTATION_IMAGE: Final = "io.github.soci-py.load-order.image"
+ANNOTATION_TRUNCATED: Final = "io.github.soci-py.load-order.truncated"
+
+MAX_DOCUMENT_BYTES: Final = 4 << 20
+MAX_SEGMENTS: Final = 50_000
+MAX_NAME_LENGTH: Final = 128
+ALIGNMENT: Final = 4096
+"""Recorded reads are widened to page boundaries before merging, so kernel read sizes do not matter."""
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_MAX_OFFSET = 1 << 62
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    path: str
+    offset: int
+    length: int
+    time_ms: int = 0
+    spans: tuple[int, int] | None = None
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+
+@dataclass(frozen=True, slots=True)
+class LayerLoadOrder:
+    digest: str
+    segments: tuple[Segment, ...]
+    ztoc: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOrder:
+    name: str
+    layers: tuple[LayerLoadOrder, ...]
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    def layer(self, digest: str) -> LayerLoadOrder | None:
+        return next((entry for entry in self.layers if entry.digest == digest), None)
+
+    @property
+    def segment_count(self) -> int:
+        return sum(len(entry.segments) for entry in self.layers)
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """One recorded read: ``time_ns`` since the recording started."""
+
+    time_ns: int
+    layer: str
+    path: str
+    offset: int
+    length: int
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not _NAME.fullmatch(name):
+        raise FormatError(
+            f"load order name {name!r} is invalid: use 1-{MAX_NAME_LENGTH} of A-Z a-z 0-9 . _ -, "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def check_path(path: str, what: str = "path") -> str:
+    parts = path.split("/") if isinstance(path, str) and path else []
+    if not parts or "\0" in path or any(p in ("", ".", "..") for p in parts):
+        raise FormatError(f"{what} {path!r} is not a clean relative path")
+    return path
+
+
+# ---- building from recorded reads ----------------------------------------------------------------------
+
+
+def build_load_order(
+    name: str,
+    reads: Iterable[Read],
+    *,
+    layers: Sequence[str] = (),
+    annotations: Mapping[str, str] | None = None,
+    max_segments: int = MAX_SEGMENTS,
+) -> LoadOrder:
+    """The document for ``reads``: per layer and file, reads widened to ``ALIGNMENT`` and merged where they
+    overlap or touch; each merged segment keeps its first access time, and segments are listed in that order
+    (ties by path, offset). Past ``max_segments`` the latest segments are dropped (annotated as truncated).
+
+    ``layers`` orders the layers (bottom first, as in the image); layers not in it follow, by digest.
+    """
+    check_name(name)
+    merged: dict[str, dict[str, list[list[int]]]] = {}  # layer -> path -> [[start, end, first_ns], ...]
+    for r in reads:
+        if r.length <= 0:
+            continue
+        start = r.offset - r.offset % ALIGNMENT
+        end = -(-(r.offset + r.length) // ALIGNMENT) * ALIGNMENT
+        ranges = merged.setdefault(r.layer, {}).setdefault(r.path, [])
+        first = r.time_ns
+        keep = []
+        for item in ranges:
+            if item[0] <= end and start <= item[1]:
+                start, end, first = min(start, item[0]), max(end, item[1]), min(first, item[2])
+            else:
+                keep.append(item)
+        keep.append([start, end, first])
+        ranges[:] = keep
+    flat = [
+        (first, layer, path, start, end)
+        for layer, files in merged.items()
+        for path, ranges in files.items()
+        for start, end, first in ranges
+    ]
+    flat.sort(key=lambda item: (item[0], item[1], item[2], item[3]))
+    notes = dict(annotations or {})
+    notes[ANNOTATION_NAME] = name
+    if len(flat) > max_segments:
+        notes[ANNOTATION_TRUNCATED] = str(len(flat) - max_segments)
+        flat = flat[:max_segments]
+    origin = flat[0][0] if flat else 0
+    by_layer: dict[str, list[Segment]] = {}
+    for first, layer, path, start, end in flat:
+        by_layer.setdefault(layer, []).append(Segment(path, start, end - start, (first - origin) // 1_000_000))
+    position = {digest: i for i, digest in enumerate(layers)}
+    ordered = sorted(by_layer, key=lambda d: (position.get(d, len(position)), d))
+    return LoadOrder(name, tuple(LayerLoadOrder(d, tuple(by_layer[d])) for d in ordered), notes)
+
+
+def without_times(document: LoadOrder) -> LoadOrder:
+    return replace(
+        document,
+        layers=tuple(
+            replace(entry, segments=tuple(replace(s, time_ms=0) for s in entry.segments)) for entry in document.layers
+        ),
+    )
+
+
+# ---- bytes ---------------------------------------------------------------------------------------------
+
+
+def marshal(document: LoadOrder) -> bytes:
+    """Canonical bytes (sorted keys, no whitespace); FormatError when over ``MAX_DOCUMENT_BYTES``."""
+    layers = []
+    for entry in document.layers:
+        segments = []
+        for s in entry.segments:
+            item: dict[str, Any] = {"path": s.path, "offset": s.offset, "length": s.length, "time_ms": s.time_ms}
+            if s.spans is not None:
+                item["spans"] = list(s.spans)
+            segments.append(item)
+        layer: dict[str, Any] = {"digest": entry.digest, "segments": segments}
+        if entry.ztoc:
+            layer["ztoc"] = entry.ztoc
+        layers.append(layer)
+    obj = {
+        "version": VERSION,
+        "mediaType": MEDIA_TYPE_LOAD_ORDER,
+        "name": document.name,
+        "annotations": dict(document.annotations),
+        "layers": layers,
+    }
+    data = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise FormatError(f"load order document {document.name!r} is {len(data)} bytes, over the limit of "
+                          f"{MAX_DOCUMENT_BYTES}")  # fmt: skip
+    return data
+
+
+def identity_bytes(document: LoadOrder) -> bytes:
+    """``marshal`` without the access times: equal for two recordings of the same deterministic workload."""
+    return marshal(without_times(document))
+
+
+def parse(data: bytes, what: str = "load order document") -> LoadOrder:
+    """Decode and validate a document.
+
+    Raises:
+        FormatError: too large, not JSON, unknown version or media type, or a field is malformed
+            (the message names it).
+    """
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise FormatError(f"{what} is {len(data)} bytes, over the limit of {MAX_DOCUMENT_BYTES}")
+    try:
+        obj = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FormatError(f"{what} is not JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise FormatError(f"{what} is not a JSON object")
+    if obj.get("version") != VERSION:
+        raise FormatError(f"{what}: unsupported version {obj.get('version')!r}, want {VERSION!r}")
+    if obj.get("mediaType", MEDIA_TYPE_LOAD_ORDER) != MEDIA_TYPE_LOAD_ORDER:
+        raise FormatError(f"{what}: media type {obj.get('mediaType')!r} is not {MEDIA_TYPE_LOAD_ORDER!r}")
+    try:
+        name = check_name(obj.get("name"))  # type: ignore[arg-type]
+    except FormatError as exc:
+        raise FormatError(f"{what}: {exc}") from None
+    annotations = obj.get("annotations", {})
+    if not isinstance(annotations, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
+    ):
+        raise FormatError(f"{what}: annotations must map strings to strings")
+    raw_layers = obj.get("layers")
+    if not isinstance(raw_layers, list):
+        raise FormatError(f"{what}: layers must be an array")
+    layers: list[LayerLoadOrder] = []
+    seen: set[str] = set()
+    count = 0
+    for i, raw in enumerate(raw_layers):
+        entry = _layer(raw, f"{what}: layers[{i}]")
+        if entry.digest in seen:
+            raise FormatError(f"{what}: layer {entry.digest} is listed twice")
+        seen.add(entry.digest)
+        count += len(entry.segments)
+        if count > MAX_SEGMENTS:
+            raise FormatError(f"{what}: more than {MAX_SEGMENTS} segments")
+        layers.append(entry)
+    return LoadOrder(name, tuple(layers), annotations)
+
+
+def _layer(raw: Any, where: str) -> LayerLoadOrder:
+    if not isinstance(raw, dict):
+        raise FormatError(f"{where} is not an object")
+    digest = raw.get("digest")
+    if not isinstance(digest, str) or not is_digest(digest):
+        raise FormatError(f"{where}: digest {digest!r} is not a sha256 digest")
+    ztoc = raw.get("ztoc", "")
+    if ztoc and (not isinstance(ztoc, str) or not is_digest(ztoc)):
+        raise FormatError(f"{where}: ztoc {ztoc!r} is not a sha256 digest")
+    segments = raw.get("segments")
+    if not isinstance(segments, list):
+        raise FormatError(f"{where}: segments must be an array")
+    return LayerLoadOrder(digest, tuple(_segment(s, f"{where}.segments[{j}]") for j, s in enumerate(segments)), ztoc)
+
+
+def _segment(raw: Any, where: str) -> Segment:
+    if not isinstance(raw, dict):
+        raise FormatError(f"{where} is not an object")
+    path = raw.get("path")
+    if not isinstance(path, str):
+        raise FormatError(f"{where}: path must be a string")
+    check_path(path, f"{where}: path")
+    offset, length, time_ms = (_integer(raw.get(k, 0 if k == "time_ms" else None), f"{where}.{k}")
+                               for k in ("offset", "length", "time_ms"))  # fmt: skip
+    if length <= 0 or offset + length > _MAX_OFFSET:
+        raise FormatError(f"{where}: length must be positive and the segment within {_MAX_OFFSET} bytes")
+    spans = raw.get("spans")
+    hint: tuple[int, int] | None = None
+    if spans is not None:
+        if not isinstance(spans, list) or len(spans) != 2:
+            raise FormatError(f"{where}.spans must be [first, last]")
+        first, last = (_integer(v, f"{where}.spans") for v in spans)
+        if last < first:
+            raise FormatError(f"{where}.spans ends before it starts")
+        hint = (first, last)
+    return Segment(path, offset, length, time_ms, hint)
+
+
+def _integer(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > _MAX_OFFSET:
+        raise FormatError(f"{where} must be a non-negative integer, not {value!r}")
+    return value
+
+
+def check_layers(document: LoadOrder, image_layers: Sequence[str], what: str = "load order") -> None:
+    """FormatError unless every layer the document names is one of ``image_layers`` (the image's)."""
+    known = set(image_layers)
+    for entry in document.layers:
+        if entry.digest not in known:
+            raise FormatError(f"{what} {document.name!r} names layer {entry.digest}, which the image does not have")
