@@ -8,13 +8,9 @@ one-pass zTOC builder; nothing but the SOCI artifacts is stored locally.
 from __future__ import annotations
 
 import asyncio
-import io
-import queue
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from concurrent.futures import Future
-from contextlib import aclosing
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, cast
+from typing import BinaryIO
 
 from soci.errors import NotFound
 from soci.formats import soci_index as si
@@ -28,58 +24,12 @@ from soci.formats.oci import (
     Platform,
 )
 from soci.formats.platforms import default_platform, format_platform, matches_strict
+from soci.index.bridge import open_stream, run_on
 from soci.index.build import BuildOptions, IndexBuilder, Reporter
-from soci.index.convert import ConvertResult, config_platform, convert_image
+from soci.index.convert import ConvertResult, ImageSource, config_platform, convert_image
 from soci.registry import RegistryClient
 from soci.registry.reference import Reference
 from soci.store import LocalStore
-
-_QUEUE_CHUNKS = 8
-_HANDOFF_BYTES = 1 << 20
-
-
-def _closable(stream: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
-    """The registry client's blob streams are async generators; say so for ``aclosing``."""
-    return cast(AsyncGenerator[bytes, None], stream)
-_END = object()
-
-
-class _StreamReader(io.RawIOBase):
-    """The sync end of a blob stream that a coroutine on the event loop fills."""
-
-    def __init__(self, chunks: queue.Queue[Any], producer: Future[None]) -> None:
-        self._chunks = chunks
-        self._producer = producer
-        self._pending = memoryview(b"")
-        self._done = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self._pending and not self._done:
-            item = self._chunks.get()
-            if item is _END:
-                self._done = True
-            elif isinstance(item, BaseException):
-                self._done = True
-                raise item
-            else:
-                self._pending = memoryview(item)
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
-
-    def close(self) -> None:
-        if not self._producer.done():
-            self._producer.cancel()
-        while True:  # unblock a producer waiting on a full queue
-            try:
-                self._chunks.get_nowait()
-            except queue.Empty:
-                break
-        super().close()
 
 
 class RegistrySource:
@@ -97,42 +47,16 @@ class RegistrySource:
         self.loop = loop
         self.manifests = manifests
 
-    def _run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
     def has_blob(self, digest: str) -> bool:
-        return digest in self.manifests or bool(self._run(self.client.blob_exists(self.repo, digest)))
+        return digest in self.manifests or bool(run_on(self.loop, self.client.blob_exists(self.repo, digest)))
 
     def read_blob(self, digest: str) -> bytes:
         if digest in self.manifests:
             return self.manifests[digest]
-        return bytes(self._run(self.client.get_blob(self.repo, digest)))
+        return bytes(run_on(self.loop, self.client.get_blob(self.repo, digest)))
 
     def open_blob(self, digest: str) -> BinaryIO:
-        chunks: queue.Queue[Any] = queue.Queue(maxsize=_QUEUE_CHUNKS)
-
-        async def produce() -> None:
-            try:
-                pending: list[bytes] = []
-                size = 0
-                async with aclosing(_closable(self.client.open_blob_stream(self.repo, digest))) as stream:
-                    async for chunk in stream:
-                        # hand over about 1 MiB at a time: one thread hop per chunk of the socket costs more
-                        pending.append(chunk)
-                        size += len(chunk)
-                        if size >= _HANDOFF_BYTES:
-                            await asyncio.to_thread(chunks.put, b"".join(pending))
-                            pending, size = [], 0
-                if pending:
-                    await asyncio.to_thread(chunks.put, b"".join(pending))
-                await asyncio.to_thread(chunks.put, _END)
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:
-                await asyncio.to_thread(chunks.put, exc)
-
-        producer = asyncio.run_coroutine_threadsafe(produce(), self.loop)
-        return io.BufferedReader(_StreamReader(chunks, producer), buffer_size=1 << 20)
+        return open_stream(self.loop, lambda: self.client.open_blob_stream(self.repo, digest))
 
 
 async def fetch_image(client: RegistryClient, ref: Reference) -> tuple[Descriptor, dict[str, bytes]]:
@@ -149,7 +73,7 @@ async def fetch_image(client: RegistryClient, ref: Reference) -> tuple[Descripto
 
 
 def select_manifests(
-    source: RegistrySource, target: Descriptor, platforms: Sequence[Platform], all_platforms: bool
+    source: ImageSource, target: Descriptor, platforms: Sequence[Platform], all_platforms: bool
 ) -> list[tuple[Descriptor, Manifest, Platform]]:
     """The image manifests to index, with the platform each is for (upstream's platform rules)."""
     if target.media_type in MANIFEST_MEDIA_TYPES:
@@ -270,13 +194,12 @@ async def push_image(
                 await dst_client.push_blob(dst.path, desc.digest, new[desc.digest], desc.size)
                 return
 
-            async def stream() -> AsyncIterator[bytes]:
-                async with aclosing(_closable(src_client.open_blob_stream(src.path, desc.digest, desc.size))) as chunks:
-                    async for chunk in chunks:
-                        yield chunk
-
             await dst_client.push_blob(
-                dst.path, desc.digest, stream(), desc.size, mount_from=src.path if same_registry else None
+                dst.path,
+                desc.digest,
+                src_client.open_blob_stream(src.path, desc.digest, desc.size),
+                desc.size,
+                mount_from=src.path if same_registry else None,
             )
 
     blobs: dict[str, Descriptor] = {}
