@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 
 import click
 
-from soci.errors import SociError
+from soci.containerd.client import ContainerdClient
+from soci.errors import InvalidArgument, SociError
 from soci.formats.oci import Descriptor
 from soci.store import DEFAULT_ROOT, LocalStore
 
@@ -32,6 +33,16 @@ class GlobalOptions:
     def open_store(self) -> Iterator[LocalStore]:
         with LocalStore(self.root) as store:
             yield store
+
+    def containerd(self) -> ContainerdClient:
+        return ContainerdClient(self.address, self.namespace, timeout_sec=self.timeout or None)
+
+    def check_content_store(self) -> None:
+        """SOCI artifacts are kept in the SOCI store under --root; upstream's containerd store mode is not offered."""
+        if self.content_store != "soci":
+            raise InvalidArgument(
+                "--content-store containerd is not supported: SOCI artifacts are kept in the SOCI store under --root"
+            )
 
 
 pass_options = click.make_pass_decorator(GlobalOptions)

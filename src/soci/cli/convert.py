@@ -11,6 +11,7 @@ import click
 from soci.cli._build_flags import build_flags, build_options, platforms_from_flags
 from soci.cli._common import CliError, GlobalOptions, ProgressReporter, errors_to_exit, pass_options
 from soci.cli._registry_flags import flags, registry_flags
+from soci.containerd.images import convert_in_containerd
 from soci.formats.platforms import format_platform
 from soci.index.convert import ConvertResult, convert_image, layout_index_json, resolve_layout_target
 from soci.index.remote import convert_remote
@@ -55,14 +56,29 @@ def convert(
 ) -> None:
     """Convert SOURCE into a SOCI-enabled image DEST.
 
-    With --standalone, SOURCE and DEST are OCI image layouts (a directory or a tar archive). With --remote they
-    are image references in registries: each layer is streamed once and nothing but SOCI artifacts is stored.
+    SOURCE and DEST are images in containerd (see --address, --namespace). With --standalone they are OCI image
+    layouts (a directory or a tar archive); with --remote, image references in registries: each layer is
+    streamed once and nothing but SOCI artifacts is stored.
     """
-    if standalone == remote:
-        raise CliError("convert needs --standalone (OCI layouts) or --remote (registries); containerd is not used")
+    if standalone and remote:
+        raise CliError("--standalone and --remote cannot be used together")
     with errors_to_exit():
+        g.check_content_store()
         options = build_options(span_size, min_layer_size, optimizations, force, prefetch_files, prefetch_files_json)
         plats = platforms_from_flags(platforms, all_platforms)
+        if not standalone and not remote:
+
+            async def run_containerd() -> ConvertResult:
+                async with g.containerd() as containerd:
+                    return await convert_in_containerd(
+                        containerd, source, dest, store, options, platforms=plats, all_platforms=all_platforms,
+                        reporter=reporter,
+                    )  # fmt: skip
+
+            with g.open_store() as store, ProgressReporter(quiet) as reporter:
+                result = asyncio.run(run_containerd())
+            _report(result, dest, quiet)
+            return
         if remote:
             src_ref, dst_ref = parse_reference(source), parse_reference(dest)
             if dst_ref.digest or not dst_ref.tag:

@@ -8,10 +8,12 @@ from pathlib import Path
 import click
 
 from soci.cli._build_flags import build_flags, build_options, platforms_from_flags
-from soci.cli._common import CliError, GlobalOptions, ProgressReporter, errors_to_exit, pass_options
+from soci.cli._common import GlobalOptions, ProgressReporter, errors_to_exit, pass_options
 from soci.cli._registry_flags import flags, registry_flags
+from soci.containerd.images import create_in_containerd
 from soci.formats.platforms import format_platform
-from soci.index.remote import CreatedIndex, create_remote
+from soci.index.create import CreatedIndex
+from soci.index.remote import create_remote
 from soci.registry import parse_reference
 
 
@@ -39,17 +41,24 @@ def create(
     user: str | None,
     hosts_dir: Path | None,
 ) -> None:
-    """Create a SOCI index (v1) for IMAGE_REF; publish it with `soci push`."""
-    if not remote:
-        raise CliError("create without --remote needs containerd's content store, which this build cannot use yet")
+    """Create a SOCI index (v1) for IMAGE_REF; publish it with `soci push`.
+
+    IMAGE_REF is an image in containerd (see --address, --namespace), or with --remote one in its registry.
+    """
     with errors_to_exit():
+        g.check_content_store()
         options = build_options(span_size, min_layer_size, optimizations, force, prefetch_files, prefetch_files_json)
         plats = platforms_from_flags(platforms, all_platforms)
-        ref = parse_reference(image_ref)
-        reg = flags(plain_http, skip_verify, user, hosts_dir)
 
         async def run() -> list[CreatedIndex]:
-            async with reg.client(ref.domain) as client:
+            if not remote:
+                async with g.containerd() as containerd:
+                    return await create_in_containerd(
+                        containerd, image_ref, store, options, platforms=plats, all_platforms=all_platforms,
+                        reporter=reporter,
+                    )  # fmt: skip
+            ref = parse_reference(image_ref)
+            async with flags(plain_http, skip_verify, user, hosts_dir).client(ref.domain) as client:
                 return await create_remote(
                     client, ref, store, options, platforms=plats, all_platforms=all_platforms, reporter=reporter
                 )

@@ -198,21 +198,23 @@ class ContainerdClient:
         return True
 
     async def read_content(self, digest: str) -> bytes:
+        return b"".join([chunk async for chunk in self.read_content_stream(digest)])
+
+    async def read_content_stream(self, digest: str) -> AsyncIterator[bytes]:
+        """A blob of containerd's content store, chunk by chunk (containerd verifies it on ingest, not here)."""
         method = api.CONTENT["Read"]
         call = self._channel.unary_stream(
             method.path,
             request_serializer=method.request.SerializeToString,
             response_deserializer=method.response.FromString,
         )
-        parts = []
         try:
             async for response in call(
                 content_pb2.ReadContentRequest(digest=digest), metadata=self._metadata(), timeout=self.timeout_sec
             ):
-                parts.append(response.data)
+                yield response.data
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc, f"read content {digest}") from exc
-        return b"".join(parts)
 
     # ---- images ---------------------------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import BinaryIO
 
 from soci.errors import NotFound
@@ -23,10 +22,10 @@ from soci.formats.oci import (
     Manifest,
     Platform,
 )
-from soci.formats.platforms import default_platform, format_platform, matches_strict
 from soci.index.bridge import open_stream, run_on
-from soci.index.build import BuildOptions, IndexBuilder, Reporter
-from soci.index.convert import ConvertResult, ImageSource, config_platform, convert_image
+from soci.index.build import BuildOptions, Reporter
+from soci.index.convert import ConvertResult, convert_image
+from soci.index.create import CreatedIndex, create_indexes
 from soci.registry import RegistryClient
 from soci.registry.reference import Reference
 from soci.store import LocalStore
@@ -72,41 +71,6 @@ async def fetch_image(client: RegistryClient, ref: Reference) -> tuple[Descripto
     return Descriptor(media_type, digest, len(data)), manifests
 
 
-def select_manifests(
-    source: ImageSource, target: Descriptor, platforms: Sequence[Platform], all_platforms: bool
-) -> list[tuple[Descriptor, Manifest, Platform]]:
-    """The image manifests to index, with the platform each is for (upstream's platform rules)."""
-    if target.media_type in MANIFEST_MEDIA_TYPES:
-        manifest = Manifest.unmarshal(source.read_blob(target.digest), f"image manifest {target.digest}")
-        plat = config_platform(source, manifest)
-        if platforms and not any(matches_strict(p, plat) for p in platforms):
-            raise NotFound(f"image is for {format_platform(plat)}, not {', '.join(map(format_platform, platforms))}")
-        return [(target, manifest, plat)]
-    index = Index.unmarshal(source.read_blob(target.digest), f"image index {target.digest}")
-    candidates = [d for d in index.manifests or () if d.media_type in MANIFEST_MEDIA_TYPES and not d.artifact_type]
-    chosen: list[Descriptor] = []
-    if all_platforms:
-        chosen = candidates
-    else:
-        for p in platforms or [default_platform()]:
-            match = next((d for d in candidates if d.platform is not None and matches_strict(p, d.platform)), None)
-            if match is None:
-                raise NotFound(f"image has no manifest for platform {format_platform(p)}")
-            chosen.append(match)
-    out = []
-    for d in chosen:
-        manifest = Manifest.unmarshal(source.read_blob(d.digest), f"image manifest {d.digest}")
-        out.append((d, manifest, d.platform or default_platform()))
-    return out
-
-
-@dataclass
-class CreatedIndex:
-    platform: Platform
-    manifest: Descriptor
-    index: si.SociIndex
-
-
 async def create_remote(
     client: RegistryClient,
     ref: Reference,
@@ -120,19 +84,10 @@ async def create_remote(
     """``soci create --remote``: v1 indexes (with ``subject``) for a registry image, into the local store."""
     target, manifests = await fetch_image(client, ref)
     source = RegistrySource(client, ref.path, asyncio.get_running_loop(), manifests)
-
-    def build() -> list[CreatedIndex]:
-        builder = IndexBuilder(store, source, options, reporter)
-        out = []
-        for desc, manifest, plat in select_manifests(source, target, platforms, all_platforms):
-            subject = Descriptor(desc.media_type, desc.digest, desc.size)
-            index = builder.build(
-                subject, manifest, artifact_type=si.ARTIFACT_TYPE_V1, platform=plat, image_ref=str(ref)
-            )
-            out.append(CreatedIndex(plat, subject, index))
-        return out
-
-    return await asyncio.to_thread(build)
+    return await asyncio.to_thread(
+        create_indexes, store, source, target, options, platforms=platforms, all_platforms=all_platforms,
+        reporter=reporter, image_ref=str(ref),
+    )  # fmt: skip
 
 
 async def convert_remote(
