@@ -45,6 +45,12 @@ def _print_layer(layer: LayerResult, total: int) -> None:
 )
 @click.option("--soci-index-digest", default="", help="use this SOCI index instead of discovering one")
 @click.option("--platform", default=None, help="platform to pull (os/arch[/variant]; default: this machine)")
+@click.option(
+    "--load-order",
+    default="",
+    metavar="NAME",
+    help="replay the image's load order document NAME when its layers mount ('none': no replay)",
+)
 @click.argument("ref")
 @pass_options
 def rpull_command(
@@ -57,6 +63,7 @@ def rpull_command(
     snapshotter: str,
     soci_index_digest: str,
     platform: str | None,
+    load_order: str,
 ) -> None:
     """Pull REF lazily: containerd gets the image record; the snapshotter mounts the layers on demand.
 
@@ -70,7 +77,9 @@ def rpull_command(
         wanted = parse_platform(platform) if platform else None
         registry_flags_ = flags(plain_http, skip_verify, user, hosts_dir)
         start = time.monotonic()
-        result = asyncio.run(_pull(options, registry_flags_, reference, snapshotter, soci_index_digest, wanted))
+        result = asyncio.run(
+            _pull(options, registry_flags_, reference, snapshotter, soci_index_digest, wanted, load_order)
+        )
         click.echo(
             f"pulled {result.name} (manifest {result.manifest_digest}, {len(result.layers)} layers) "
             f"in {time.monotonic() - start:.2f}s"
@@ -84,6 +93,7 @@ async def _pull(
     snapshotter: str,
     index_digest: str,
     platform: Platform | None,
+    load_order: str = "",
 ) -> PullResult:
     if platform is not None:
         click.echo(f"platform {format_platform(platform)}")
@@ -99,4 +109,5 @@ async def _pull(
             platform=platform,
             index_digest=index_digest,
             progress=_print_layer,
+            load_order=load_order,
         )

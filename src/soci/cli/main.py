@@ -13,6 +13,7 @@ from soci.cli.convert import convert
 from soci.cli.create import create
 from soci.cli.image import image
 from soci.cli.index import index
+from soci.cli.load_order import load_order
 from soci.cli.mount import mount
 from soci.cli.prefetch import prefetch
 from soci.cli.push import push
@@ -59,6 +60,7 @@ cli.add_command(mount)
 cli.add_command(ztoc)
 cli.add_command(prefetch)
 cli.add_command(rebuild_db)
+cli.add_command(load_order)
 
 
 def main() -> None:

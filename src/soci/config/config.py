@@ -168,6 +168,26 @@ class SnapshotterConfig:
 
 
 @dataclass
+class LoadOrderRuleConfig:
+    """One ``[[load_order.rules]]`` entry: images matching ``image`` (a glob on the reference; empty: all) in
+    ``namespace`` (empty: all) replay the load order ``name`` (``none``: no replay)."""
+
+    name: str = ""
+    image: str = ""
+    namespace: str = ""
+
+
+@dataclass
+class LoadOrderConfig:
+    """``[load_order]`` (ours, no upstream equivalent): workload load order documents."""
+
+    record: bool = False
+    default: str = ""
+    max_concurrency: int = 4
+    rules: list[LoadOrderRuleConfig] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     """The whole file; top-level keys first, then the tables, in upstream's order."""
 
@@ -199,6 +219,7 @@ class Config:
     cri_keychain: CriKeychainConfig = field(default_factory=CriKeychainConfig)
     resolver: ResolverConfig = field(default_factory=ResolverConfig)
     snapshotter: SnapshotterConfig = field(default_factory=SnapshotterConfig)
+    load_order: LoadOrderConfig = field(default_factory=LoadOrderConfig)
 
 
 def default_config() -> Config:
@@ -288,6 +309,10 @@ def normalize(config: Config, where: str = "config") -> Config:
     config.cri_keychain.image_service_path = config.cri_keychain.image_service_path or DEFAULT_CONTAINERD_ADDRESS
     if config.resolver.auth_client_ttl_sec == 0:
         config.resolver.auth_client_ttl_sec = 3600
+    config.load_order.max_concurrency = config.load_order.max_concurrency or 4
+    for i, rule in enumerate(config.load_order.rules):
+        if not rule.name:
+            raise InvalidArgument(f"{where}: load_order.rules[{i}] needs a name")
     parallel = config.pull_modes.parallel_pull_unpack
     try:
         parallel.chunk_size_bytes  # noqa: B018 - validates the size grammar

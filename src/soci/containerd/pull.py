@@ -41,6 +41,7 @@ TARGET_SIZE: Final = "containerd.io/snapshot/remote/soci.size"
 TARGET_IMAGE_LAYERS_SIZE: Final = "containerd.io/snapshot/remote/image.layers.size"
 TARGET_SOCI_INDEX_DIGEST: Final = "containerd.io/snapshot/remote/soci.index.digest"
 REMOTE_LABEL: Final = "containerd.io/snapshot/remote"
+LOAD_ORDER: Final = "containerd.io/snapshot/soci-py.load-order"
 # content labels
 GC_REF_CONTENT: Final = "containerd.io/gc.ref.content"
 GC_REF_SNAPSHOT: Final = "containerd.io/gc.ref.snapshot"
@@ -104,6 +105,7 @@ def layer_labels(
     position: int,
     chain_id: str,
     index_digest: str = "",
+    load_order: str = "",
 ) -> dict[str, str]:
     """The labels a layer Prepare carries (CRI's and upstream SOCI's, as nerdctl sends them)."""
     layer = layers[position]
@@ -121,6 +123,8 @@ def layer_labels(
     }
     if index_digest:
         labels[TARGET_SOCI_INDEX_DIGEST] = index_digest
+    if load_order:
+        labels[LOAD_ORDER] = load_order
     return labels
 
 
@@ -174,6 +178,7 @@ async def rpull(
     platform: Platform | None = None,
     index_digest: str = "",
     progress: ProgressCallback | None = None,
+    load_order: str = "",
 ) -> PullResult:
     """Pull ``ref`` into containerd for ``snapshotter``, leaving the layers to it (see the module docstring)."""
     platform = platform or default_platform()
@@ -215,6 +220,7 @@ async def rpull(
                 parent,
                 diff_ids[position],
                 index_digest,
+                load_order,
             )
             layer_result = LayerResult(
                 position, layer.digest, layer.size, chains[position], mode, time.monotonic() - start
@@ -242,11 +248,12 @@ async def _pull_layer(
     parent: str,
     diff_id: str,
     index_digest: str,
+    load_order: str = "",
 ) -> str:
     if await containerd.stat_snapshot(snapshotter, chain_id) is not None:
         return MODE_EXISTS
     layer = layers[position]
-    labels = layer_labels(ref, manifest_digest, layers, position, chain_id, index_digest)
+    labels = layer_labels(ref, manifest_digest, layers, position, chain_id, index_digest, load_order)
     key = f"extract-{secrets.token_hex(8)} {chain_id}"
     try:
         mounts = await containerd.prepare_snapshot(snapshotter, key, parent, labels)

@@ -14,6 +14,8 @@ from soci.fs.options import (
     FuseOptions,
     PrefetchOptions,
 )
+from soci.loadorder.select import Rule
+from soci.loadorder.service import LoadOrderOptions
 from soci.snapshotter import system
 from soci.snapshotter.fuse_mounter import FuseLayerMounter
 from soci.snapshotter.remote import LayerMounter, UnavailableMounter
@@ -62,9 +64,21 @@ def fs_options(config: Config) -> FsOptions:
     )
 
 
+def load_order_options(config: Config) -> LoadOrderOptions:
+    lo = config.load_order
+    return LoadOrderOptions(
+        record=lo.record,
+        default=lo.default,
+        rules=tuple(Rule(r.name, r.image, r.namespace) for r in lo.rules),
+        max_concurrency=max(1, lo.max_concurrency),
+    )
+
+
 def fuse(config: Config, root: Path) -> LayerMounter:
     """The lazy filesystem (``soci.fs``) behind remote snapshots."""
-    return FuseLayerMounter(root, fs_options(config), userxattr=system.needs_userxattr())
+    return FuseLayerMounter(
+        root, fs_options(config), userxattr=system.needs_userxattr(), load_order=load_order_options(config)
+    )
 
 
 def unavailable(config: Config, root: Path) -> LayerMounter:

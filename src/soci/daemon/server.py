@@ -209,6 +209,9 @@ class Daemon:
         )
         self._closers.append(resolver.aclose)
         mounter = load_layer_mounter(config, self.root)
+        load_order = getattr(mounter, "load_order", None)
+        if load_order is not None:
+            load_order.set_metrics(metrics)
         close_mounter = getattr(mounter, "aclose", None)
         if close_mounter is not None:
             self._closers.append(close_mounter)

@@ -50,6 +50,7 @@ class BackgroundFetcher:
         self._spans_fetched = 0
         self._failures = 0
         self._evicted = 0
+        self._holds = 0
 
     def start(self) -> None:
         if self._task is None and not self.options.disable:
@@ -80,6 +81,15 @@ class BackgroundFetcher:
         """Hold all fetching for the silence period from now (a new mount is starting)."""
         self._paused_until = max(self._paused_until, self._clock.now() + self.options.silence_period_msec / 1000)
 
+    def hold(self) -> None:
+        """Stop stepping until the matching ``unhold`` (a priority fetch such as a load order replay runs)."""
+        self._holds += 1
+
+    def unhold(self) -> None:
+        self._holds = max(0, self._holds - 1)
+        if not self._holds:
+            self._wakeup.set()
+
     def statistics(self) -> BackgroundStatistics:
         return BackgroundStatistics(len(self._queue), self._spans_fetched, self._failures, self._evicted)
 
@@ -91,7 +101,7 @@ class BackgroundFetcher:
 
     async def _run(self) -> None:
         while True:
-            if not self._queue:
+            if not self._queue or self._holds:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 from collections import OrderedDict
+from collections.abc import Callable
 
 from soci.errors import DataLoss, FormatError
 from soci.formats.gotime import parse_go_time
@@ -38,12 +39,16 @@ class FileReader:
         self._verifying: dict[int, asyncio.Future[None]] = {}
         self._last_end: OrderedDict[int, int] = OrderedDict()
         self.name = name
+        self.on_read: Callable[[int, int, int], None] | None = None
+        """Called with ``(inode, offset, length)`` of every read (load order recording)."""
 
     async def read(self, ino: int, offset: int, size: int) -> bytes:
         data_offset, file_size = self._tree.data_range(ino)
         end = min(offset + size, file_size)
         if offset >= end:
             return b""
+        if self.on_read is not None:
+            self.on_read(ino, offset, end - offset)
         if self._verify and not self._verified[ino]:
             await self.verify(ino)
         sequential = offset == 0 or self._last_end.get(ino) == offset

@@ -20,6 +20,7 @@ from soci.fs.background import BackgroundFetcher
 from soci.fs.layer import Layer, LayerRequest, LayerResolver
 from soci.fs.mount import LazyMount
 from soci.fs.options import FsOptions
+from soci.loadorder.service import LoadOrderOptions, LoadOrderService, MountedImage
 from soci.registry import RemoteBlob
 from soci.snapshotter import system
 from soci.snapshotter.remote import RemoteLayer
@@ -30,12 +31,20 @@ log = logging.getLogger(__name__)
 class FuseLayerMounter:
     """``LayerMounter`` on the lazy filesystem; ``root`` is the daemon root."""
 
-    def __init__(self, root: Path, options: FsOptions | None = None, *, userxattr: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        options: FsOptions | None = None,
+        *,
+        userxattr: bool = False,
+        load_order: LoadOrderOptions | None = None,
+    ) -> None:
         self.options = options or FsOptions()
         self._userxattr = userxattr
         self._lazy = LazyMount(root / "soci" / "fuse", self.options.fuse)
         self._background = BackgroundFetcher(self.options.background_fetch)
         self._resolver = LayerResolver(root, self.options, background=self._background)
+        self.load_order = LoadOrderService(root, load_order, background=self._background)
         self._served: dict[Path, tuple[str, Layer]] = {}
         self._start_lock = asyncio.Lock()
 
@@ -82,6 +91,18 @@ class FuseLayerMounter:
             await self._resolver.release(opened)
             raise
         self._served[mountpoint] = (name, opened)
+        self.load_order.layer_mounted(
+            opened,
+            MountedImage(
+                client=layer.client,
+                repo=layer.repo,
+                image_ref=layer.source.image_ref,
+                manifest_digest=layer.source.manifest_digest,
+                layers=tuple(d.digest for d in layer.manifest.layers or ()),
+                namespace=layer.source.namespace,
+                label=layer.source.load_order,
+            ),
+        )
 
     async def check(self, mountpoint: Path) -> None:
         served = self._served.get(mountpoint)
@@ -106,6 +127,7 @@ class FuseLayerMounter:
         for mountpoint in list(self._served):
             await asyncio.to_thread(system.unmount_all, mountpoint)
         self._served.clear()
+        await self.load_order.aclose()
         await self._resolver.aclose()
         await self._background.aclose()
         await self._lazy.aclose()

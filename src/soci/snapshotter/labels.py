@@ -25,6 +25,8 @@ CRI_IMAGE_LAYERS: Final = "containerd.io/snapshot/cri.image-layers"
 TARGET_SIZE: Final = "containerd.io/snapshot/remote/soci.size"
 TARGET_IMAGE_LAYERS_SIZE: Final = "containerd.io/snapshot/remote/image.layers.size"
 TARGET_SOCI_INDEX_DIGEST: Final = "containerd.io/snapshot/remote/soci.index.digest"
+LOAD_ORDER: Final = "containerd.io/snapshot/soci-py.load-order"
+"""Name of the load order document to replay for this image (ours; ``none`` turns replay off)."""
 UID_MAPPING: Final = "containerd.io/snapshot/uidmapping"
 GID_MAPPING: Final = "containerd.io/snapshot/gidmapping"
 
@@ -61,6 +63,9 @@ class LayerSource:
     """Sizes matching ``layers`` (empty when not given or inconsistent)."""
     index_digest: str = ""
     """SOCI index chosen explicitly by the client; empty means "discover it"."""
+    load_order: str = ""
+    """Load order document chosen by the client (``LOAD_ORDER``); empty: the daemon's rules decide."""
+    namespace: str = ""
 
 
 def is_layer_prepare(labels: Mapping[str, str]) -> bool:
@@ -100,6 +105,8 @@ def layer_source(labels: Mapping[str, str]) -> LayerSource:
         layers=layers,
         layer_sizes=sizes,
         index_digest=index_digest,
+        load_order=labels.get(LOAD_ORDER, ""),
+        namespace=labels.get(TARGET_NAMESPACE, ""),
     )
 
 

@@ -320,6 +320,8 @@ class Snapshotter:
         snapshot = await self._create(Kind.ACTIVE, key, parent, labels)
         upper = self.upper_path(snapshot.id)
         fields = {"key": key, "parent": parent, "target": target}
+        if namespace:
+            labels[lb.TARGET_NAMESPACE] = namespace
         try:
             source = lb.layer_source(labels)
         except InvalidArgument as exc:
@@ -329,8 +331,6 @@ class Snapshotter:
             return await self._mounts(snapshot, parent)
         layer = source.layer_digest
         fields["layer"] = layer
-        if namespace:
-            labels[lb.TARGET_NAMESPACE] = namespace
 
         defer = False
         if self._skip_remote(source):

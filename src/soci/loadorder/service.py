@@ -1,0 +1,150 @@
+"""The daemon side: attach the read log to mounted layers, choose a document per image, replay it.
+
+Everything here is best effort and off the mount's path: ``layer_mounted`` only starts a task. A missing,
+malformed, oversized or mismatched document is logged (and counted) once per image, and the layer is
+served by plain lazy loading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from soci.errors import SociError
+from soci.formats.load_order import LoadOrder, check_layers
+from soci.fs.background import BackgroundFetcher
+from soci.fs.layer import Layer
+from soci.loadorder.record import READ_LOG, ReadLog
+from soci.loadorder.replay import replay
+from soci.loadorder.select import Choice, Rule, choose
+from soci.loadorder.store import fetch_load_order
+from soci.registry import RegistryClient
+
+log = logging.getLogger(__name__)
+
+OP_SELECTED = "load_order_selected"
+OP_REJECTED = "load_order_rejected"
+_DOCUMENT_CACHE_ENTRIES = 64
+
+
+class Counter(Protocol):
+    def count(self, operation: str, layer: str = "") -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOrderOptions:
+    """``[load_order]`` of the daemon config."""
+
+    record: bool = False
+    default: str = ""
+    rules: tuple[Rule, ...] = ()
+    max_concurrency: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class MountedImage:
+    """What a layer mount knows about its image."""
+
+    client: RegistryClient
+    repo: str
+    image_ref: str
+    manifest_digest: str
+    layers: tuple[str, ...]
+    namespace: str = ""
+    label: str = ""
+    """The snapshot's load order label (empty: none)."""
+
+
+class LoadOrderService:
+    def __init__(
+        self, root: Path, options: LoadOrderOptions | None = None, *, background: BackgroundFetcher | None = None
+    ) -> None:
+        self.options = options or LoadOrderOptions()
+        self._background = background
+        self._log = ReadLog(root / READ_LOG) if self.options.record else None
+        self._documents: dict[tuple[str, str], asyncio.Future[LoadOrder | None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._metrics: Counter | None = None
+
+    def set_metrics(self, metrics: Counter) -> None:
+        self._metrics = metrics
+
+    def choose(self, image: MountedImage) -> Choice | None:
+        return choose(image.label, image.image_ref, image.namespace, self.options.rules, self.options.default)
+
+    def layer_mounted(self, layer: Layer, image: MountedImage) -> None:
+        """Record the layer's reads (recording mode) and start replaying the chosen document, if any."""
+        if self._log is not None:
+            self._log.attach(layer)
+        choice = self.choose(image)
+        if choice is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._replay(layer, image, choice), name="soci-load-order")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait_idle(self) -> None:
+        """Wait for the replays started so far (tests, benchmarks)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _replay(self, layer: Layer, image: MountedImage, choice: Choice) -> None:
+        document = await self._document(image, choice)
+        if document is None:
+            return
+        entry = document.layer(layer.digest)
+        if entry is None or not entry.segments:
+            return
+        try:
+            await replay(layer, entry.segments, name=choice.name, max_concurrency=self.options.max_concurrency,
+                         background=self._background)  # fmt: skip
+        except Exception:  # never let a replay bug reach the daemon
+            log.exception("load order %s: replay of layer %s failed", choice.name, layer.digest)
+
+    async def _document(self, image: MountedImage, choice: Choice) -> LoadOrder | None:
+        key = (image.manifest_digest, choice.name)
+        pending = self._documents.get(key)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._documents[key] = pending
+            while len(self._documents) > _DOCUMENT_CACHE_ENTRIES:
+                del self._documents[next(iter(self._documents))]
+            try:
+                document = await self._load(image, choice)
+            except BaseException:
+                document = None
+                raise
+            finally:
+                pending.set_result(document)
+                if document is None:  # look again next time: the document may have been fixed
+                    self._documents.pop(key, None)
+        return await asyncio.shield(pending)
+
+    async def _load(self, image: MountedImage, choice: Choice) -> LoadOrder | None:
+        where = {"image": image.image_ref, "manifest": image.manifest_digest, "load_order": choice.name,
+                 "reason": choice.reason}  # fmt: skip
+        try:
+            document = await fetch_load_order(image.client, image.repo, image.manifest_digest, choice.name)
+            check_layers(document, image.layers)
+        except SociError as exc:
+            log.warning("load order %s ignored (chosen by %s): %s", choice.name, choice.reason, exc, extra=where)
+            self._count(OP_REJECTED, choice.name)
+            return None
+        log.info("load order %s chosen by %s: %d segments", choice.name, choice.reason, document.segment_count,
+                 extra=where)  # fmt: skip
+        self._count(OP_SELECTED, f"{choice.name} ({choice.reason})")
+        return document
+
+    def _count(self, operation: str, value: str) -> None:
+        if self._metrics is not None:
+            self._metrics.count(operation, value)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._log is not None:
+            self._log.close()

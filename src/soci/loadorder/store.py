@@ -1,0 +1,129 @@
+"""Load order documents in a registry: an OCI artifact manifest per document, ``subject`` = the image manifest.
+
+The manifest's ``artifactType`` is ``ARTIFACT_TYPE_LOAD_ORDER``, its config the empty descriptor, its one
+layer the document, and it carries the workload name as an annotation, so the referrers list (API, or the
+``sha256-<hex>`` tag fallback) answers "which documents does this image have" without fetching any. The
+image, its SOCI index and their digests are never touched. Pushing a name replaces the image's previous
+document of that name.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from soci.errors import FormatError, NotFound, SociError
+from soci.formats import load_order as lo
+from soci.formats.digest import sha256_digest
+from soci.formats.oci import MEDIA_TYPE_OCI_EMPTY, MEDIA_TYPE_OCI_MANIFEST, Descriptor, Manifest
+from soci.formats.soci_index import EMPTY_CONFIG, EMPTY_CONFIG_DIGEST
+from soci.registry import RegistryClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLoadOrder:
+    """One document's artifact as the referrers list describes it."""
+
+    name: str
+    manifest_digest: str
+    size: int
+    annotations: dict[str, str]
+
+
+def artifact_manifest(document: bytes, name: str, subject: Descriptor) -> Manifest:
+    return Manifest(
+        schema_version=2,
+        media_type=MEDIA_TYPE_OCI_MANIFEST,
+        artifact_type=lo.ARTIFACT_TYPE_LOAD_ORDER,
+        config=Descriptor(MEDIA_TYPE_OCI_EMPTY, EMPTY_CONFIG_DIGEST, len(EMPTY_CONFIG)),
+        layers=(Descriptor(lo.MEDIA_TYPE_LOAD_ORDER, sha256_digest(document), len(document)),),
+        subject=Descriptor(subject.media_type, subject.digest, subject.size),
+        annotations={lo.ANNOTATION_NAME: name},
+    )
+
+
+async def list_load_orders(
+    client: RegistryClient, repo: str, subject_digest: str, name: str = ""
+) -> list[StoredLoadOrder]:
+    found = []
+    for d in await client.referrers(repo, subject_digest, lo.ARTIFACT_TYPE_LOAD_ORDER):
+        annotations = {str(k): str(v) for k, v in (d.get("annotations") or {}).items()}
+        stored = StoredLoadOrder(
+            annotations.get(lo.ANNOTATION_NAME, ""), str(d.get("digest")), int(d.get("size", 0)), annotations
+        )
+        if not name or stored.name == name:
+            found.append(stored)
+    return found
+
+
+async def push_load_order(client: RegistryClient, repo: str, subject: Descriptor, document: lo.LoadOrder) -> str:
+    """Push ``document`` for the image manifest ``subject``; returns the artifact manifest's digest."""
+    data = lo.marshal(document)
+    previous = await list_load_orders(client, repo, subject.digest, document.name)
+    manifest = artifact_manifest(data, document.name, subject)
+    await client.push_blob(repo, EMPTY_CONFIG_DIGEST, EMPTY_CONFIG, len(EMPTY_CONFIG))
+    await client.push_blob(repo, manifest.layers[0].digest, data, len(data))  # type: ignore[index]
+    body = manifest.marshal()
+    digest = await client.put_manifest(repo, sha256_digest(body), body, MEDIA_TYPE_OCI_MANIFEST)
+    if not await client.referrers_api_supported(repo, subject.digest):
+        entry: dict[str, Any] = {
+            "mediaType": MEDIA_TYPE_OCI_MANIFEST,
+            "digest": digest,
+            "size": len(body),
+            "artifactType": lo.ARTIFACT_TYPE_LOAD_ORDER,
+            "annotations": dict(manifest.annotations or {}),
+        }
+        await client.add_referrer(repo, subject.digest, entry)
+    for old in previous:
+        if old.manifest_digest != digest:
+            await _remove(client, repo, subject.digest, old.manifest_digest)
+    return digest
+
+
+async def fetch_load_order(client: RegistryClient, repo: str, subject_digest: str, name: str) -> lo.LoadOrder:
+    """The image's document called ``name``.
+
+    Raises:
+        NotFound: the image has none of that name.
+        FormatError: the artifact or the document is malformed, too large, or named otherwise.
+    """
+    found = await list_load_orders(client, repo, subject_digest, name)
+    if not found:
+        raise NotFound(f"image {subject_digest} has no load order named {name!r}")
+    stored = found[-1]
+    data, _, _ = await client.get_manifest(repo, stored.manifest_digest, accept=(MEDIA_TYPE_OCI_MANIFEST,))
+    manifest = Manifest.unmarshal(data, f"load order artifact {stored.manifest_digest}")
+    layers = manifest.layers or ()
+    if len(layers) != 1 or layers[0].media_type != lo.MEDIA_TYPE_LOAD_ORDER:
+        raise FormatError(
+            f"load order artifact {stored.manifest_digest} must have one {lo.MEDIA_TYPE_LOAD_ORDER} layer"
+        )
+    if layers[0].size > lo.MAX_DOCUMENT_BYTES:
+        raise FormatError(f"load order {name!r} is {layers[0].size} bytes, over the limit of {lo.MAX_DOCUMENT_BYTES}")
+    document = lo.parse(await client.get_blob(repo, layers[0].digest, layers[0].size), f"load order {name!r}")
+    if document.name != name:
+        raise FormatError(
+            f"load order artifact {stored.manifest_digest} is called {name!r} but holds {document.name!r}"
+        )
+    return document
+
+
+async def remove_load_orders(client: RegistryClient, repo: str, subject_digest: str, name: str) -> list[str]:
+    """Remove the image's documents called ``name``; returns the artifact digests removed."""
+    removed = []
+    for stored in await list_load_orders(client, repo, subject_digest, name):
+        await _remove(client, repo, subject_digest, stored.manifest_digest)
+        removed.append(stored.manifest_digest)
+    return removed
+
+
+async def _remove(client: RegistryClient, repo: str, subject_digest: str, digest: str) -> None:
+    if not await client.referrers_api_supported(repo, subject_digest):
+        await client.remove_referrer(repo, subject_digest, digest)
+    try:
+        await client.delete_manifest(repo, digest)
+    except SociError as exc:  # registries may forbid deletes; the document is no longer listed either way
+        log.warning("could not delete load order artifact %s: %s", digest, exc)
