@@ -1,0 +1,321 @@
+"""The snapshotters being compared. Each run gets fresh processes and state directories.
+
+A contender converts the workload's image once (``prepare``, outside the timed part), then per run starts its
+services, pulls (timed), and starts the container (timed until the ready line). More columns (upstream SOCI,
+load-order documents) are more subclasses registered in ``CONTENDERS``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from workloads import Workload
+
+from soci.containerd.testing import ContainerdServer
+from soci.daemon.testing import SnapshotterProcess
+from soci.testing.registry_server import RegistryServer
+
+REPO = Path(__file__).resolve().parents[2]
+SOCI = str(REPO / ".venv" / "bin" / "soci")
+STARGZ_BIN = Path(__file__).resolve().parent / ".cache" / "bin"
+
+
+def sh(*args: str, timeout: float = 1800) -> str:
+    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}): {(result.stderr or result.stdout)[-1500:]}")
+    return result.stdout
+
+
+def peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class Bench:
+    """What every contender shares in one harness run."""
+
+    registry: RegistryServer
+    pull_host: str
+    """host:port that clients pull from (the shaped proxy in front of the registry)."""
+    work: Path
+
+
+@dataclass
+class Timing:
+    pull_s: float
+    ready_s: float
+    """From the start of the pull to the ready line."""
+    rss_kib: int
+    bytes_at_ready: int
+    output_tail: str
+
+
+class Contender:
+    name = ""
+    snapshotter = "overlayfs"
+
+    def prepare(self, bench: Bench, w: Workload, repo: str) -> None:
+        """Make this contender's image variant of ``{registry}/{repo}:latest`` (untimed)."""
+
+    def ref(self, bench: Bench, repo: str) -> str:
+        return f"{bench.pull_host}/{repo}:latest"
+
+    def services(self, run_dir: Path) -> tuple[ContainerdServer, SnapshotterProcess | subprocess.Popen[bytes] | None]:
+        return ContainerdServer(run_dir / "containerd"), None
+
+    def pull(self, containerd: ContainerdServer, ref: str) -> None:
+        containerd.ctr("images", "pull", "--plain-http", ref, timeout=1800)
+
+    def check_lazy(self, daemon_log: str) -> None:
+        """Raise if a lazy contender fell back to a full pull."""
+
+    def run(
+        self, bench: Bench, w: Workload, repo: str, run_dir: Path, at_ready: Callable[[], int], timeout: float = 600
+    ) -> Timing:
+        containerd, daemon = self.services(run_dir)
+        ref = self.ref(bench, repo)
+        try:
+            if isinstance(daemon, SnapshotterProcess):
+                daemon.start()
+            containerd.proxy_plugins = self.plugins(daemon, run_dir)
+            containerd.start()
+            server_pid = containerd.pid if daemon is None else daemon.pid
+            start = time.perf_counter()
+            self.pull(containerd, ref)
+            pulled = time.perf_counter()
+            tail = self._run_until_ready(containerd, ref, w, timeout)
+            ready = time.perf_counter()
+            fetched = at_ready()
+            rss = peak_rss_kib(server_pid)
+        finally:
+            containerd.ctr("task", "kill", "-s", "SIGKILL", "bench", check=False)
+            containerd.stop()
+            self.stop_daemon(daemon)
+        self.check_lazy(self.daemon_log(run_dir, daemon))
+        return Timing(
+            pull_s=pulled - start, ready_s=ready - start, rss_kib=rss, bytes_at_ready=fetched, output_tail=tail
+        )
+
+    def plugins(self, daemon: object, run_dir: Path) -> dict[str, Path]:
+        return {}
+
+    def stop_daemon(self, daemon: object) -> None:
+        if isinstance(daemon, SnapshotterProcess):
+            daemon.stop(signal.SIGINT)  # SIGINT unmounts; SIGTERM keeps mounts for a restart
+
+    def daemon_log(self, run_dir: Path, daemon: object) -> str:
+        return daemon.log_path.read_text(errors="replace") if isinstance(daemon, SnapshotterProcess) else ""
+
+    def _run_until_ready(self, containerd: ContainerdServer, ref: str, w: Workload, timeout: float) -> str:
+        args = ["ctr", "-a", containerd.address, "run", "--snapshotter", self.snapshotter, ref, "bench", *w.command]
+        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        assert process.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + timeout
+        try:
+            for raw in process.stdout:
+                line = raw.decode(errors="replace").rstrip()
+                lines.append(line)
+                if w.ready in line:
+                    return "\n".join(lines[-5:])
+                if time.monotonic() > deadline:
+                    break
+            raise RuntimeError(f"{self.name}: no ready line {w.ready!r}; output: {' | '.join(lines[-10:])}")
+        finally:
+            if process.poll() is None:
+                containerd.ctr("task", "kill", "-s", "SIGKILL", "bench", check=False)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+class Overlayfs(Contender):
+    name = "overlayfs"
+
+
+class SociLazy(Contender):
+    name = "soci"
+    snapshotter = "soci"
+    tag = "soci"
+    daemon_config: str | None = None
+
+    def prepare(self, bench: Bench, w: Workload, repo: str) -> None:
+        host = bench.registry.host
+        sh(
+            SOCI,
+            "--root",
+            str(bench.work / f"convert-{self.tag}"),
+            "convert",
+            "--remote",
+            "--plain-http",
+            "--quiet",
+            "--min-layer-size",
+            "0",
+            *self.convert_args(bench, w, repo),
+            f"{host}/{repo}:latest",
+            f"{host}/{repo}:{self.tag}",
+        )
+
+    def convert_args(self, bench: Bench, w: Workload, repo: str) -> list[str]:
+        return []
+
+    def ref(self, bench: Bench, repo: str) -> str:
+        return f"{bench.pull_host}/{repo}:{self.tag}"
+
+    def services(self, run_dir: Path) -> tuple[ContainerdServer, SnapshotterProcess | subprocess.Popen[bytes] | None]:
+        daemon = SnapshotterProcess(run_dir / "daemon", log_level="info", config=self.daemon_config)
+        return ContainerdServer(run_dir / "containerd"), daemon
+
+    def plugins(self, daemon: object, run_dir: Path) -> dict[str, Path]:
+        assert isinstance(daemon, SnapshotterProcess)
+        return {"soci": daemon.socket}
+
+    def pull(self, containerd: ContainerdServer, ref: str) -> None:
+        sh(SOCI, "--address", containerd.address, "image", "rpull", "--plain-http", ref)
+
+    def check_lazy(self, daemon_log: str) -> None:
+        # upstream's log message for a layer served remotely; its absence means every layer was pulled in full
+        if "remote snapshot successfully prepared" not in daemon_log:
+            raise RuntimeError(f"{self.name}: the daemon prepared no remote snapshot (silent fallback to a full pull)")
+
+
+class SociPrefetch(SociLazy):
+    """The lazy path plus a SOCI prefetch artifact listing the files the workload opens."""
+
+    name = "soci+prefetch"
+    tag = "soci-prefetch"
+    daemon_config = "[prefetch]\nenable = true\n"
+
+    def convert_args(self, bench: Bench, w: Workload, repo: str) -> list[str]:
+        listing = bench.work / f"{repo.replace('/', '_')}-prefetch.json"
+        listing.write_text(json.dumps(accessed_files(bench, w, repo)))
+        return ["--prefetch-files-json", str(listing)]
+
+
+def accessed_files(bench: Bench, w: Workload, repo: str) -> list[str]:
+    """Regular files the workload opens, recorded with strace in a chroot of the unpacked image."""
+    from images import CACHE  # the image layout's unpacked copy lives next to the image cache
+
+    rootfs = CACHE / "unpacked" / repo.replace("/", "_")
+    if not rootfs.exists():
+        layout = next((CACHE / "images").glob(f"{w.name}-*"))
+        tmp = rootfs.with_suffix(".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        sh("umoci", "raw", "unpack", "--image", f"{layout}:latest", str(tmp))
+        tmp.rename(rootfs)
+    trace = bench.work / "strace.txt"
+    subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=open,openat,execve", "-o", str(trace), "chroot", str(rootfs), *w.command],
+        capture_output=True,
+        timeout=600,
+        check=False,
+    )
+    found: dict[str, None] = {}
+    for line in trace.read_text(errors="replace").splitlines():
+        m = re.search(r'(?:openat\([^,]+, |open\(|execve\()"([^"]+)"', line)
+        if m and "= -1" not in line and m.group(1).startswith("/"):
+            path = m.group(1)
+            if (rootfs / path.lstrip("/")).is_file() and not (rootfs / path.lstrip("/")).is_symlink():
+                found[path] = None
+    return list(found)
+
+
+class Stargz(Contender):
+    """stargz-snapshotter with images converted by ``ctr-remote images optimize`` (records the workload's reads)."""
+
+    name = "stargz"
+    snapshotter = "stargz"
+
+    def prepare(self, bench: Bench, w: Workload, repo: str) -> None:
+        host = bench.registry.host
+        with ContainerdServer(bench.work / "optimize-containerd") as containerd:
+            remote = str(STARGZ_BIN / "ctr-remote")
+            base = ["-a", containerd.address]
+            sh(remote, *base, "images", "pull", "--plain-http", f"{host}/{repo}:latest")
+            entry, *argv = w.command
+            sh(
+                remote,
+                *base,
+                "images",
+                "optimize",
+                "--oci",
+                f"--entrypoint={json.dumps([entry])}",
+                f"--args={json.dumps(argv)}",
+                f"{host}/{repo}:latest",
+                f"{host}/{repo}:esgz",
+            )
+            sh(remote, *base, "images", "push", "--plain-http", f"{host}/{repo}:esgz")
+        shutil.rmtree(bench.work / "optimize-containerd", ignore_errors=True)
+
+    def ref(self, bench: Bench, repo: str) -> str:
+        return f"{bench.pull_host}/{repo}:esgz"
+
+    def services(self, run_dir: Path) -> tuple[ContainerdServer, SnapshotterProcess | subprocess.Popen[bytes] | None]:
+        (run_dir / "stargz").mkdir(parents=True, exist_ok=True)
+        socket_path = run_dir / "stargz" / "stargz.sock"
+        log = (run_dir / "stargz" / "daemon.log").open("ab")
+        daemon = subprocess.Popen(
+            [
+                str(STARGZ_BIN / "containerd-stargz-grpc"),
+                "--address",
+                str(socket_path),
+                "--root",
+                str(run_dir / "stargz" / "root"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while not socket_path.is_socket():
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                daemon.kill()
+                daemon.wait()
+                raise RuntimeError(f"containerd-stargz-grpc did not start; see {run_dir / 'stargz' / 'daemon.log'}")
+            time.sleep(0.05)
+        return ContainerdServer(run_dir / "containerd"), daemon
+
+    def plugins(self, daemon: object, run_dir: Path) -> dict[str, Path]:
+        return {"stargz": run_dir / "stargz" / "stargz.sock"}
+
+    def pull(self, containerd: ContainerdServer, ref: str) -> None:
+        sh(str(STARGZ_BIN / "ctr-remote"), "-a", containerd.address, "images", "rpull", "--plain-http", ref)
+
+    def stop_daemon(self, daemon: object) -> None:
+        if isinstance(daemon, subprocess.Popen):
+            daemon.send_signal(signal.SIGINT)
+            try:
+                daemon.wait(30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+
+    def run(
+        self, bench: Bench, w: Workload, repo: str, run_dir: Path, at_ready: Callable[[], int], timeout: float = 600
+    ) -> Timing:
+        try:
+            return super().run(bench, w, repo, run_dir, at_ready, timeout)
+        finally:
+            # the daemon's FUSE mounts live under its root; never leave one behind
+            for line in Path("/proc/mounts").read_text().splitlines():
+                point = line.split()[1]
+                if point.startswith(str(run_dir)):
+                    subprocess.run(["umount", "-l", point], check=False)
+
+
+CONTENDERS: dict[str, type[Contender]] = {c.name: c for c in (Overlayfs, SociLazy, SociPrefetch, Stargz)}

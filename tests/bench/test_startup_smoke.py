@@ -1,0 +1,76 @@
+"""CI smoke profile of the startup benchmark: one small synthetic workload, one run, the lazy contender only.
+
+It fails if the lazy path fell back to a full pull: the daemon must log a remote snapshot for the layer
+(checked inside the harness) and the registry must have sent clearly less than the image's compressed size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from soci.containerd.testing import containerd_available
+from soci.testing.registry_server import registry_available
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "startup"
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+import images  # noqa: E402
+import report  # noqa: E402
+import run  # noqa: E402
+
+
+@pytest.mark.containerd
+@pytest.mark.registry
+@pytest.mark.root
+@pytest.mark.fuse
+@pytest.mark.skipif(not containerd_available(), reason="containerd, ctr and runc are needed")
+@pytest.mark.skipif(not registry_available(), reason="docker-registry is not installed")
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+@pytest.mark.skipif(not Path("/dev/fuse").exists(), reason="needs /dev/fuse")
+@pytest.mark.timeout(300)
+def test_lazy_start_fetches_a_fraction_of_the_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(images, "CACHE", tmp_path / "cache")
+    out = tmp_path / "out"
+    run.main(["--workloads", "smoke", "--contenders", "soci", "--runs", "1", "--mbit", "0", "--delay-ms", "5",
+              "--out", str(out), "--work", str(tmp_path / "work"), "--timeout", "120"])  # fmt: skip
+
+    results = json.loads((out / "results.json").read_text())
+    (row,) = results["runs"]
+    compressed = results["workloads"]["smoke"]["compressed_bytes"]
+    assert row["contender"] == "soci"
+    assert 0 < row["bytes_at_ready"] < compressed // 2, "the lazy start fetched most of the image"
+    assert row["peak_rss_kib"] > 0
+    assert row["pull_s"] <= row["ready_s"]
+    assert "| smoke | soci | 1 |" in (out / "results.md").read_text()
+    assert not any(str(tmp_path) in line for line in Path("/proc/mounts").read_text().splitlines())
+
+
+def test_p90_is_nearest_rank() -> None:
+    assert report.p90([5.0, 1.0, 3.0]) == 5.0
+    assert report.p90([float(i) for i in range(1, 11)]) == 9.0
+    assert report.p90([2.0]) == 2.0
+
+
+def test_summary_ratios_against_the_full_pull() -> None:
+    results = {
+        "workloads": {"w": {"compressed_bytes": 1000}},
+        "runs": [
+            {"workload": "w", "contender": "overlayfs", "pull_s": 8.0, "ready_s": 10.0, "bytes_at_ready": 1000,
+             "peak_rss_kib": 2048},
+            {"workload": "w", "contender": "overlayfs", "pull_s": 9.0, "ready_s": 12.0, "bytes_at_ready": 1000,
+             "peak_rss_kib": 2048},
+            {"workload": "w", "contender": "soci", "pull_s": 1.0, "ready_s": 3.0, "bytes_at_ready": 200,
+             "peak_rss_kib": 4096},
+        ],
+    }  # fmt: skip
+    rows = {r["contender"]: r for r in report.summarise(results)}
+    assert rows["overlayfs"]["ready_median_s"] == 11.0
+    assert rows["soci"]["vs_overlayfs"] == pytest.approx(3.0 / 11.0)
+    assert rows["soci"]["bytes_pct"] == pytest.approx(20.0)
+    assert rows["soci"]["peak_rss_mib"] == 4.0
