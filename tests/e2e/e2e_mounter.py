@@ -16,7 +16,7 @@ from soci.config import Config
 from soci.errors import Unavailable
 from soci.snapshotter import system
 from soci.snapshotter.remote import RemoteLayer
-from soci.snapshotter.unpack import apply_layer_file
+from soci.fs.unpack import apply_layer_file
 
 MARKER = ".e2e-mounter"
 """File left in the mount's parent directory naming the layer, so tests can see what was mounted."""

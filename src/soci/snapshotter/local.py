@@ -18,10 +18,10 @@ from pathlib import Path
 from soci.errors import DataLoss, FormatError, NotFound
 from soci.formats.digest import is_digest
 from soci.formats.oci import Descriptor, Manifest
+from soci.fs.unpack import ApplyResult, apply_layer_file
 from soci.registry import RegistryClient, parse_reference
 from soci.snapshotter.labels import LayerSource
 from soci.snapshotter.resolver import RegistryResolver
-from soci.snapshotter.unpack import ApplyResult, apply_layer_file
 
 log = logging.getLogger(__name__)
 

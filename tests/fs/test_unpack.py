@@ -12,12 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from snapshotter_stack import needs_root
 
 from soci.errors import FormatError, InvalidArgument, UnsupportedEntry
-from soci.snapshotter.unpack import apply_layer, apply_layer_file, compression_of
+from soci.fs.unpack import apply_layer, apply_layer_file, compression_of
 
-pytestmark = needs_root
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 OPAQUE = "trusted.overlay.opaque"
 
 
