@@ -1,7 +1,9 @@
 #!/bin/sh
 # Build the interop tools from upstream SOCI's Go modules (fetched from the Go module proxy) into
-# interop/.cache/bin/. Usage: interop/build.sh [soci-golden] [soci] [soci-snapshotter-grpc]  (default: all)
-# A tool is rebuilt only when its inputs (go.mod, go.sum, our Go sources, this script, the Go version) change.
+# interop/.cache/bin/. Usage: interop/build.sh [soci-golden] [soci] [soci-snapshotter-grpc] [containerd2]
+# (default: the first three). A tool is rebuilt only when its inputs (go.mod, go.sum, our Go sources, this
+# script, the Go version) change. containerd2 = containerd, ctr and containerd-shim-runc-v2 at
+# $CONTAINERD2_VERSION, built from the Go module proxy into interop/.cache/containerd2/bin/.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,6 +23,7 @@ command -v go >/dev/null || { echo "build.sh: Go toolchain not found (looked in 
 libz=$(cc -print-file-name=libz.a)
 [ -f "$libz" ] || { echo "build.sh: static zlib (libz.a) not found; install zlib1g-dev" >&2; exit 1; }
 
+CONTAINERD2_VERSION=v2.2.9
 targets=${*:-"soci-golden soci soci-snapshotter-grpc"}
 mkdir -p "$bin"
 cd "$here"
@@ -35,7 +38,28 @@ upstream_revision=$(go list -m -f '{{.Version}}' github.com/awslabs/soci-snapsho
 ldflags="-X github.com/awslabs/soci-snapshotter/version.Version=$upstream_version"
 ldflags="$ldflags -X github.com/awslabs/soci-snapshotter/version.Revision=$upstream_revision"
 
+build_containerd2() {
+    dir="$cache/containerd2/bin"
+    want=$({ go version; echo "$CONTAINERD2_VERSION"; cat build.sh; } | sha256sum | cut -d" " -f1)
+    if [ -x "$dir/containerd" ] && [ -f "$dir/containerd2.stamp" ] && [ "$(cat "$dir/containerd2.stamp")" = "$want" ]; then
+        return
+    fi
+    echo "build.sh: building containerd $CONTAINERD2_VERSION (containerd, ctr, containerd-shim-runc-v2)" >&2
+    mkdir -p "$dir"
+    # `go install pkg@version` builds containerd's own module with its own go.mod, not ours
+    for cmd in containerd ctr containerd-shim-runc-v2; do
+        GOFLAGS= GOBIN="$dir" go install -trimpath \
+            -ldflags "-X github.com/containerd/containerd/v2/version.Version=$CONTAINERD2_VERSION" \
+            "github.com/containerd/containerd/v2/cmd/$cmd@$CONTAINERD2_VERSION"
+    done
+    echo "$want" > "$dir/containerd2.stamp"
+}
+
 for t in $targets; do
+    if [ "$t" = containerd2 ]; then
+        build_containerd2
+        continue
+    fi
     case "$t" in
         soci-golden) pkg=./cmd/soci-golden ;;
         soci) pkg=github.com/awslabs/soci-snapshotter/cmd/soci ;;

@@ -1,0 +1,124 @@
+"""Cross-consumption with upstream SOCI v0.16.1, both directions, v1 and v2 indexes.
+
+* Our snapshotter (real FUSE) lazily runs images whose SOCI index upstream's own code built: v2 from its
+  unmodified ``soci convert --standalone``, v1 from its ``IndexBuilder`` (``soci-golden create``), pushed
+  to the registry byte for byte, the v1 one through the ``sha256-<hex>`` referrers tag as upstream's push does.
+  This side runs under Debian's containerd 1.6.
+* Upstream's unmodified ``soci-snapshotter-grpc`` lazily runs images whose index we built (``soci convert
+  --remote`` for v2, ``soci create --remote`` + ``soci push`` for v1). This side runs under containerd 2.x:
+  containerd 1.6 does not forward the namespace to proxy snapshotters, and upstream's Prepare needs it.
+
+Each case runs a container and compares its output, and the snapshotter's root filesystem (walked and hashed)
+with the same image unpacked by overlayfs in another namespace of the same containerd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e_images import EXPECTED_OUTPUT, SCRIPT, BuiltImage, convert, create_and_push_v1, image_layers, walk_tree
+from e2e_stack import FUSE_MOUNTER, Stack, layer_modes, mounted_view, needs_stack, stack_running
+from interop_stack import TOOLS, build_tools, push_layout, push_v1_index, run_tool, upstream_running
+
+from soci.containerd.pull import MODE_LAZY, chain_ids
+from soci.formats.digest import sha256_digest
+from soci.snapshotter import system
+from soci.testing.images import write_oci_layout
+from soci.testing.registry_server import RegistryServer
+
+pytestmark = [*needs_stack, pytest.mark.fuse, pytest.mark.golang, pytest.mark.slow]
+
+V1_ON = "[pull_modes.soci_v1]\nenable = true\n"
+BASELINE_NAMESPACE = "overlay-baseline"
+
+
+@pytest.fixture(scope="module")
+def tools() -> Path:
+    build_tools("soci", "soci-golden", "soci-snapshotter-grpc", "containerd2")
+    return TOOLS
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[RegistryServer]:
+    with RegistryServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def ours(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with stack_running(tmp_path_factory.mktemp("ours"), registry, V1_ON, mounter=FUSE_MOUNTER) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def upstream(registry: RegistryServer, tools: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with upstream_running(tmp_path_factory.mktemp("upstream"), registry) as running:
+        yield running
+
+
+def source_image(registry: RegistryServer, workdir: Path, name: str, seed: int) -> tuple[BuiltImage, Path]:
+    """The three-layer e2e image for ``seed`` as an OCI layout, pushed unchanged as ``interop/NAME:src``."""
+    layers = image_layers(seed)
+    layout = workdir / f"{name}-src"
+    write_oci_layout(layout, layers)
+    ref = f"{registry.host}/interop/{name}:src"
+    push_layout(registry, ref, layout)
+    return BuiltImage(ref, layers), layout
+
+
+def check_lazy_run_and_rootfs(stack: Stack, image: BuiltImage, tmp_path: Path) -> None:
+    output = stack.rpull(image.ref)
+    assert layer_modes(output) == [MODE_LAZY] * len(image.layers), output + stack.daemon.log_tail(40)
+    assert stack.run(image.ref, "/bin/sh", "-c", SCRIPT) == EXPECTED_OUTPUT
+    stack.containerd.ctr("-n", BASELINE_NAMESPACE, "images", "pull", "--plain-http", image.ref)
+    top = chain_ids([sha256_digest(layer.tar) for layer in image.layers])[-1]
+    with mounted_view(stack.containerd, "soci", top, tmp_path / "lazy") as view:
+        lazy = dict(walk_tree(view))
+    with mounted_view(stack.containerd, "overlayfs", top, tmp_path / "ovl", BASELINE_NAMESPACE) as view:
+        unpacked = dict(walk_tree(view))
+    assert lazy == unpacked
+
+
+# ---- upstream built the index, our snapshotter runs it ---------------------------------------------------
+
+
+def test_ours_runs_upstream_v2_convert(ours: Stack, tools: Path, tmp_path: Path) -> None:
+    src, layout = source_image(ours.registry, tmp_path, "up-v2", seed=1101)
+    converted = tmp_path / "converted"
+    run_tool(
+        str(tools / "soci"), "--root", str(tmp_path / "soci-root"), "convert", "--standalone",
+        "--format", "oci-dir", "--min-layer-size", "0", str(layout), str(converted),
+    )  # fmt: skip
+    image = BuiltImage(src.ref.replace(":src", ":soci"), src.layers)
+    push_layout(ours.registry, image.ref, converted, layout)
+    check_lazy_run_and_rootfs(ours, image, tmp_path)
+
+
+def test_ours_runs_upstream_v1_index(ours: Stack, tools: Path, tmp_path: Path) -> None:
+    src, layout = source_image(ours.registry, tmp_path, "up-v1", seed=1102)
+    created = tmp_path / "created"
+    run_tool(str(tools / "soci-golden"), "create", "--min-layer-size", "0", str(layout), str(created))
+    push_v1_index(ours.registry, src.ref, created)
+    check_lazy_run_and_rootfs(ours, src, tmp_path)
+
+
+# ---- we built the index, upstream's snapshotter runs it --------------------------------------------------
+
+
+def upstream_fuse_mounts(stack: Stack) -> list[Path]:
+    return system.mountpoints_under(stack.daemon.root)
+
+
+def test_upstream_runs_our_v2_convert(upstream: Stack, tmp_path: Path) -> None:
+    src, _ = source_image(upstream.registry, tmp_path, "our-v2", seed=1201)
+    image = convert(tmp_path / "soci", src, "soci")
+    check_lazy_run_and_rootfs(upstream, image, tmp_path)
+    assert len(upstream_fuse_mounts(upstream)) >= len(image.layers)
+
+
+def test_upstream_runs_our_v1_index(upstream: Stack, tmp_path: Path) -> None:
+    src, _ = source_image(upstream.registry, tmp_path, "our-v1", seed=1202)
+    create_and_push_v1(tmp_path / "soci", src)
+    check_lazy_run_and_rootfs(upstream, src, tmp_path)
