@@ -382,7 +382,7 @@ def unmarshal_ztoc(data: bytes | bytearray | memoryview) -> Ztoc:
     """
     buf = bytes(data)
     try:
-        return _Reader(buf).ztoc()
+        return TableReader(buf).ztoc()
     except FormatError:
         raise
     except (struct.error, IndexError, ValueError, OverflowError) as exc:
@@ -392,7 +392,7 @@ def unmarshal_ztoc(data: bytes | bytearray | memoryview) -> Ztoc:
 _U32 = 0xFFFF_FFFF
 
 
-class _Reader:
+class TableReader:
     """Table access with Go's offset arithmetic (uint32, wrapping) and explicit bounds on every slice.
 
     Reads through ``struct.unpack_from`` fail with struct.error past the end, and positions are masked to
@@ -423,7 +423,9 @@ class _Reader:
         if not field:
             return b""
         at = (table + field) & _U32
-        start = (at + _unpack_u32(self.buf, at)[0]) & _U32
+        return self.string_at((at + _unpack_u32(self.buf, at)[0]) & _U32)
+
+    def string_at(self, start: int) -> bytes:
         end = start + 4 + _unpack_u32(self.buf, start)[0]
         if end > self.size:
             raise FormatError(f"cannot unmarshal ztoc: string at {start} runs past the end of the buffer")

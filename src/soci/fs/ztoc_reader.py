@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from soci.errors import FormatError
 from soci.formats.digest import is_digest
 from soci.formats.ztoc import ALGORITHM_GZIP, ALGORITHM_UNCOMPRESSED, Ztoc
+from soci.formats.ztoc_codec import TableReader
 from soci.fs.tree import LayerTree, TreeBuilder
 
 _ALGORITHMS = {1: ALGORITHM_GZIP, 2: ALGORITHM_UNCOMPRESSED}
@@ -60,54 +61,10 @@ def load_ztoc(data: bytes | bytearray | memoryview) -> tuple[ZtocInfo, LayerTree
         raise FormatError(f"cannot unmarshal ztoc: {exc}") from None
 
 
-class _Loader:
-    __slots__ = ("buf", "size", "vtables")
+class _Loader(TableReader):
+    """Walks the zTOC tables with the codec's bounds-checked reader, building the tree instead of objects."""
 
-    def __init__(self, buf: bytes) -> None:
-        self.buf = buf
-        self.size = len(buf)
-        self.vtables: dict[int, tuple[int, ...]] = {}
-
-    def fields(self, table: int, count: int) -> tuple[int, ...]:
-        vtable = (table - _i32(self.buf, table)[0]) & _U32
-        cached = self.vtables.get(vtable)
-        if cached is not None and len(cached) >= count:
-            return cached
-        vtable_size = _u16(self.buf, vtable)[0]
-        offsets = tuple(_u16(self.buf, vtable + 4 + 2 * i)[0] if 4 + 2 * i < vtable_size else 0 for i in range(count))
-        self.vtables[vtable] = offsets
-        return offsets
-
-    def string(self, table: int, field: int) -> bytes:
-        if not field:
-            return b""
-        at = (table + field) & _U32
-        return self.string_at((at + _u32(self.buf, at)[0]) & _U32)
-
-    def string_at(self, start: int) -> bytes:
-        end = start + 4 + _u32(self.buf, start)[0]
-        if end > self.size:
-            raise FormatError(f"cannot unmarshal ztoc: string at {start} runs past the end of the buffer")
-        return self.buf[start + 4 : end]
-
-    def vector(self, table: int, field: int, element_size: int) -> tuple[int, int]:
-        if not field:
-            return 0, 0
-        at = (table + field) & _U32
-        start = (at + _u32(self.buf, at)[0]) & _U32
-        count = _u32(self.buf, start)[0]
-        if start + 4 + count * element_size > self.size:
-            raise FormatError(f"cannot unmarshal ztoc: vector of {count} elements at {start} runs past the end")
-        return start + 4, count
-
-    def table_at(self, element: int) -> int:
-        position: int = (element + _u32(self.buf, element)[0]) & _U32
-        return position
-
-    def child(self, table: int, field: int, what: str) -> int:
-        if not field:
-            raise FormatError(f"cannot unmarshal ztoc: missing {what}")
-        return self.table_at((table + field) & _U32)
+    __slots__ = ()
 
     def load(self) -> tuple[ZtocInfo, LayerTree]:
         buf = self.buf
