@@ -14,9 +14,9 @@ from pathlib import Path
 
 from soci.config import Config
 from soci.errors import Unavailable
+from soci.fs.unpack import apply_layer_file
 from soci.snapshotter import system
 from soci.snapshotter.remote import RemoteLayer
-from soci.fs.unpack import apply_layer_file
 
 MARKER = ".e2e-mounter"
 """File left in the mount's parent directory naming the layer, so tests can see what was mounted."""
