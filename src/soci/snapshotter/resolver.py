@@ -1,6 +1,6 @@
 """Registry clients for the daemon, one per registry domain, shared by every layer of every image.
 
-Endpoints: ``[resolver.host."<domain>"].mirrors`` from the daemon config first (pull only), then what
+Endpoints: ``[resolver.host."<domain>"].mirrors`` from the daemon config first (pull and resolve), then what
 containerd's ``hosts.toml`` directory says, then the registry itself. As in upstream, loopback
 registries (``localhost``, ``127.0.0.0/8``, ``::1``) are spoken to over plain HTTP.
 """
@@ -21,12 +21,13 @@ from soci.registry import (
     default_credentials,
     resolve_hosts,
 )
+from soci.registry.hosts import CAP_PULL, CAP_RESOLVE
 
 
 @dataclass(frozen=True, slots=True)
 class Mirror:
     host: str
-    """``host[:port]`` with an optional path (``mirror.example.com/v2``)."""
+    """``[scheme://]host[:port][/path]`` (``http://mirror.example.com:5000/v2``); the scheme is ignored."""
     insecure: bool = False
 
 
@@ -42,6 +43,20 @@ def is_loopback_domain(domain: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def mirror_host(mirror: Mirror) -> RegistryHost:
+    """A pull endpoint for a configured mirror, read as upstream reads it.
+
+    Upstream's configs write mirrors as URLs (``http://127.0.0.1:5000``) and take only host and path from
+    them: the scheme is http when ``insecure`` is set or the host is loopback, https otherwise. Like
+    upstream's, a mirror serves pulls and tag resolution. A bare ``host[:port][/path]`` is accepted too.
+    """
+    host, _, path = mirror.host.split("://", 1)[-1].partition("/")
+    if host == "docker.io":
+        host = "registry-1.docker.io"
+    scheme = "http" if mirror.insecure or is_loopback_domain(host) else "https"
+    return RegistryHost(scheme, host, "/" + (path.strip("/") or "v2"), capabilities=frozenset({CAP_PULL, CAP_RESOLVE}))
 
 
 class RegistryResolver:
@@ -62,17 +77,7 @@ class RegistryResolver:
         self._clients: dict[str, RegistryClient] = {}
 
     def hosts(self, domain: str) -> list[RegistryHost]:
-        mirrors = []
-        for mirror in self._mirrors.get(domain, ()):
-            host, _, path = mirror.host.partition("/")
-            mirrors.append(
-                RegistryHost(
-                    "http" if mirror.insecure else "https",
-                    host,
-                    "/" + (path.strip("/") or "v2"),
-                    capabilities=frozenset({"pull"}),
-                )
-            )
+        mirrors = [mirror_host(mirror) for mirror in self._mirrors.get(domain, ())]
         return mirrors + resolve_hosts(domain, hosts_dir=self._hosts_dir, plain_http=is_loopback_domain(domain))
 
     def client(self, domain: str) -> RegistryClient:
