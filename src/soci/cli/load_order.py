@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import select
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -152,29 +152,28 @@ def _run(
     """Run the workload; returns how it ended (``ready``, ``exited <status>`` or ``timeout``)."""
     container = f"soci-record-{secrets.token_hex(4)}"
     args = _ctr(options, "run", "--rm", "--snapshotter", snapshotter, str(reference), container, *command)
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    wanted = ready_line.encode()
     deadline = time.monotonic() + timeout_sec
     outcome = "timeout"
+    tail = b""
     try:
-        assert process.stdout is not None
-        os.set_blocking(process.stdout.fileno(), False)
-        buffer = ""
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                rest = process.stdout.read() or ""
-                buffer += rest
-                sys.stdout.write(rest)
-                outcome = "ready" if ready_line and ready_line in buffer else f"exited {process.returncode}"
+        while (remaining := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([fd], [], [], min(remaining, 0.5))
+            if not readable:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:  # the workload closed its output: it has ended
+                process.wait(timeout=max(remaining, 1.0))
+                outcome = f"exited {process.returncode}"
                 break
-            chunk = process.stdout.read() or ""
-            if chunk:
-                sys.stdout.write(chunk)
-                buffer = (buffer + chunk)[-65536:]
-                if ready_line and ready_line in buffer:
-                    outcome = "ready"
-                    break
-            else:
-                time.sleep(0.02)
+            click.echo(chunk.decode(errors="replace"), nl=False)
+            tail = (tail + chunk)[-max(4096, 2 * len(wanted)) :]
+            if wanted and wanted in tail:
+                outcome = "ready"
+                break
     finally:
         if process.poll() is None:
             subprocess.run(_ctr(options, "task", "kill", "--signal", "SIGKILL", container), capture_output=True)

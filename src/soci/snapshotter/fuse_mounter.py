@@ -21,7 +21,7 @@ from soci.fs.layer import Layer, LayerRequest, LayerResolver
 from soci.fs.mount import LazyMount
 from soci.fs.options import FsOptions
 from soci.loadorder.service import LoadOrderOptions, LoadOrderService, MountedImage
-from soci.registry import RemoteBlob
+from soci.registry import RemoteBlob, parse_reference
 from soci.snapshotter import system
 from soci.snapshotter.remote import RemoteLayer
 
@@ -95,7 +95,8 @@ class FuseLayerMounter:
             opened,
             MountedImage(
                 client=layer.client,
-                repo=layer.repo,
+                # the pulled reference's repository (layer.repo is the first one seen for this manifest)
+                repo=parse_reference(layer.source.image_ref).path,
                 image_ref=layer.source.image_ref,
                 manifest_digest=layer.source.manifest_digest,
                 layers=tuple(d.digest for d in layer.manifest.layers or ()),
