@@ -208,14 +208,14 @@ class SociPrefetch(SociLazy):
 
 def accessed_files(bench: Bench, w: Workload, repo: str) -> list[str]:
     """Regular files the workload opens, recorded with strace in a chroot of the unpacked image."""
-    from images import CACHE  # the image layout's unpacked copy lives next to the image cache
+    import images
 
-    rootfs = CACHE / "unpacked" / repo.replace("/", "_")
+    rootfs = images.CACHE / "unpacked" / f"{w.name}-{images.cache_key(w)}"
     if not rootfs.exists():
-        layout = next((CACHE / "images").glob(f"{w.name}-*"))
         tmp = rootfs.with_suffix(".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        sh("umoci", "raw", "unpack", "--image", f"{layout}:latest", str(tmp))
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        sh("umoci", "raw", "unpack", "--image", f"{images.build_image(w)}:latest", str(tmp))
         tmp.rename(rootfs)
     trace = bench.work / "strace.txt"
     subprocess.run(

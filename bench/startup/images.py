@@ -126,6 +126,7 @@ def _install(w: Workload, root: Path, scratch: Path, log: Path) -> None:
         shutil.copy("/etc/resolv.conf", root / "etc" / "resolv.conf")
         # apt in the chroot must trust the host's extra CA certificates (see environment.md gotchas)
         cas = sorted(Path("/usr/local/share/ca-certificates").glob("*.crt"))
+        (root / "usr/local/share/ca-certificates").mkdir(parents=True, exist_ok=True)
         for ca in cas:
             shutil.copy(ca, root / "usr/local/share/ca-certificates" / ca.name)
         _chroot(
