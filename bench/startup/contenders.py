@@ -8,6 +8,7 @@ load-order documents) are more subclasses registered in ``CONTENDERS``.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -65,6 +66,7 @@ class Timing:
 class Contender:
     name = ""
     snapshotter = "overlayfs"
+    ctr_command = "ctr"
 
     def prepare(self, bench: Bench, w: Workload, repo: str) -> None:
         """Make this contender's image variant of ``{registry}/{repo}:latest`` (untimed)."""
@@ -119,7 +121,8 @@ class Contender:
         return daemon.log_path.read_text(errors="replace") if isinstance(daemon, SnapshotterProcess) else ""
 
     def _run_until_ready(self, containerd: ContainerdServer, ref: str, w: Workload, timeout: float) -> str:
-        args = ["ctr", "-a", containerd.address, "run", "--snapshotter", self.snapshotter, ref, "bench", *w.command]
+        args = [self.ctr_command, "-a", containerd.address, "run", "--snapshotter", self.snapshotter, ref, "bench"]
+        args += w.command
         process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         assert process.stdout is not None
         lines: list[str] = []
@@ -318,4 +321,84 @@ class Stargz(Contender):
                     subprocess.run(["umount", "-l", point], check=False)
 
 
-CONTENDERS: dict[str, type[Contender]] = {c.name: c for c in (Overlayfs, SociLazy, SociPrefetch, Stargz)}
+UPSTREAM_DAEMON = REPO / "interop" / ".cache" / "bin" / "soci-snapshotter-grpc"
+CONTAINERD2_BIN = REPO / "interop" / ".cache" / "containerd2" / "bin"
+
+
+class UpstreamDaemon(SnapshotterProcess):
+    """Upstream's unmodified soci-snapshotter-grpc (v0.16.1, built by interop/build.sh)."""
+
+    def command(self) -> list[str]:
+        args = [str(UPSTREAM_DAEMON), "--address", str(self.socket), "--root", str(self.root)]
+        args += ["--log-level", self.log_level]
+        if self.config is not None:
+            config_path = self.workdir / "config.toml"
+            config_path.write_text(self.config)
+            args += ["--config", str(config_path)]
+        return args
+
+
+class Containerd2(ContainerdServer):
+    """containerd 2.x from interop/build.sh: upstream's daemon needs the namespace that containerd 1.6 does not
+    pass to proxy snapshotters. Its ctr and runc shim come from the same build."""
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir, binary=str(CONTAINERD2_BIN / "containerd"))
+
+    def config_text(self) -> str:
+        text = super().config_text().replace("version = 2", "version = 3", 1)
+        return text.replace(
+            '"io.containerd.grpc.v1.cri"]',
+            '"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime"]',
+        )
+
+    def start(self) -> Containerd2:
+        saved = os.environ["PATH"]
+        os.environ["PATH"] = f"{CONTAINERD2_BIN}{os.pathsep}{saved}"  # containerd finds the 2.x shim first
+        try:
+            super().start()
+        finally:
+            os.environ["PATH"] = saved
+        return self
+
+    def ctr(
+        self, *args: str, check: bool = True, timeout: float = 300.0, input_text: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(CONTAINERD2_BIN / "ctr"), "-a", self.address, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input_text,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"ctr {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+        return result
+
+
+class UpstreamSoci(SociLazy):
+    """Upstream SOCI's daemon on the same SOCI index as ``soci`` (our zTOCs are byte-identical to upstream's),
+    pulled with our rpull (the labels upstream's clients pass) through containerd 2.x.
+    Needs ``interop/build.sh soci-snapshotter-grpc containerd2`` first."""
+
+    name = "upstream"
+    tag = "soci-upstream"
+    ctr_command = str(CONTAINERD2_BIN / "ctr")
+    pull_host = ""
+
+    def prepare(self, bench: Bench, w: Workload, repo: str) -> None:
+        for tool in (UPSTREAM_DAEMON, CONTAINERD2_BIN / "containerd"):
+            if not tool.exists():
+                raise RuntimeError(f"{tool} is missing; run interop/build.sh soci-snapshotter-grpc containerd2")
+        self.pull_host = bench.pull_host
+        super().prepare(bench, w, repo)
+
+    def services(self, run_dir: Path) -> tuple[ContainerdServer, SnapshotterProcess | subprocess.Popen[bytes] | None]:
+        # plain HTTP to the benchmark's proxy; upstream reads a mirror host as a URL
+        config = f'[[resolver.host."{self.pull_host}".mirrors]]\nhost = "http://{self.pull_host}"\ninsecure = true\n'
+        daemon = UpstreamDaemon(run_dir / "daemon", log_level="info", config=config)
+        return Containerd2(run_dir / "containerd"), daemon
+
+
+CONTENDERS: dict[str, type[Contender]] = {c.name: c for c in (Overlayfs, SociLazy, SociPrefetch, Stargz, UpstreamSoci)}
