@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_stack import Stack
+from e2e_images import EXPECTED_OUTPUT, SCRIPT, BuiltImage, walk_tree
+from e2e_stack import Stack, mounted_view
 
+from soci.containerd.pull import chain_ids
 from soci.containerd.testing import ContainerdServer
 from soci.daemon.testing import SnapshotterProcess
 from soci.formats import soci_index as si
@@ -248,3 +250,19 @@ def blob_bytes_served(registry: RegistryServer, digest: str) -> int:
             written = re.search(r"http\.response\.written=(\d+)", line)
             total += int(written.group(1)) if written else 0
     return total
+
+
+BASELINE_NAMESPACE = "overlay-baseline"
+
+
+def check_run_and_rootfs(stack: Stack, image: BuiltImage, tmp_path: Path) -> None:
+    """Run the e2e script from ``image`` on the ``soci`` snapshotter, then compare its root filesystem with
+    the same image unpacked by overlayfs in another namespace of the same containerd."""
+    assert stack.run(image.ref, "/bin/sh", "-c", SCRIPT) == EXPECTED_OUTPUT
+    stack.containerd.ctr("-n", BASELINE_NAMESPACE, "images", "pull", "--plain-http", image.ref)
+    top = chain_ids([sha256_digest(layer.tar) for layer in image.layers])[-1]
+    with mounted_view(stack.containerd, "soci", top, tmp_path / "lazy") as view:
+        lazy = dict(walk_tree(view))
+    with mounted_view(stack.containerd, "overlayfs", top, tmp_path / "ovl", BASELINE_NAMESPACE) as view:
+        unpacked = dict(walk_tree(view))
+    assert lazy == unpacked

@@ -18,12 +18,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_images import EXPECTED_OUTPUT, SCRIPT, BuiltImage, convert, create_and_push_v1, image_layers, walk_tree
-from e2e_stack import FUSE_MOUNTER, Stack, layer_modes, mounted_view, needs_stack, stack_running
-from interop_stack import TOOLS, build_tools, push_layout, push_v1_index, run_tool, upstream_running
+from e2e_images import BuiltImage, convert, create_and_push_v1, image_layers
+from e2e_stack import FUSE_MOUNTER, Stack, layer_modes, needs_stack, stack_running
+from interop_stack import (
+    TOOLS,
+    build_tools,
+    check_run_and_rootfs,
+    push_layout,
+    push_v1_index,
+    run_tool,
+    upstream_running,
+)
 
-from soci.containerd.pull import MODE_LAZY, chain_ids
-from soci.formats.digest import sha256_digest
+from soci.containerd.pull import MODE_LAZY
 from soci.snapshotter import system
 from soci.testing.images import write_oci_layout
 from soci.testing.registry_server import RegistryServer
@@ -31,7 +38,6 @@ from soci.testing.registry_server import RegistryServer
 pytestmark = [*needs_stack, pytest.mark.fuse, pytest.mark.golang, pytest.mark.slow]
 
 V1_ON = "[pull_modes.soci_v1]\nenable = true\n"
-BASELINE_NAMESPACE = "overlay-baseline"
 
 
 @pytest.fixture(scope="module")
@@ -71,14 +77,7 @@ def source_image(registry: RegistryServer, workdir: Path, name: str, seed: int) 
 def check_lazy_run_and_rootfs(stack: Stack, image: BuiltImage, tmp_path: Path) -> None:
     output = stack.rpull(image.ref)
     assert layer_modes(output) == [MODE_LAZY] * len(image.layers), output + stack.daemon.log_tail(40)
-    assert stack.run(image.ref, "/bin/sh", "-c", SCRIPT) == EXPECTED_OUTPUT
-    stack.containerd.ctr("-n", BASELINE_NAMESPACE, "images", "pull", "--plain-http", image.ref)
-    top = chain_ids([sha256_digest(layer.tar) for layer in image.layers])[-1]
-    with mounted_view(stack.containerd, "soci", top, tmp_path / "lazy") as view:
-        lazy = dict(walk_tree(view))
-    with mounted_view(stack.containerd, "overlayfs", top, tmp_path / "ovl", BASELINE_NAMESPACE) as view:
-        unpacked = dict(walk_tree(view))
-    assert lazy == unpacked
+    check_run_and_rootfs(stack, image, tmp_path)
 
 
 # ---- upstream built the index, our snapshotter runs it ---------------------------------------------------

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from soci.testing.ztoc_diff import describe_json_difference, describe_ztoc_difference
 
 from soci.errors import FormatError, UnsupportedEntry
 from soci.formats import soci_index as si
@@ -26,6 +25,7 @@ from soci.index.build import BuildOptions, IndexBuilder
 from soci.index.ztoc_builder import build_ztoc
 from soci.store import LocalStore
 from soci.store.layout import OciLayout
+from soci.testing.ztoc_diff import describe_json_difference, describe_ztoc_difference
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 

@@ -13,10 +13,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from soci.testing.ztoc_diff import describe_ztoc_difference
 
 from soci.formats.ztoc_codec import marshal_ztoc
 from soci.index.ztoc_builder import build_ztoc
+from soci.testing.ztoc_diff import describe_ztoc_difference
 
 pytestmark = [pytest.mark.golang, pytest.mark.slow]
 
