@@ -183,7 +183,7 @@ class LoadOrderConfig:
 
     record: bool = False
     default: str = ""
-    max_concurrency: int = 4
+    max_concurrency: int = 2
     rules: list[LoadOrderRuleConfig] = field(default_factory=list)
 
 
@@ -309,7 +309,7 @@ def normalize(config: Config, where: str = "config") -> Config:
     config.cri_keychain.image_service_path = config.cri_keychain.image_service_path or DEFAULT_CONTAINERD_ADDRESS
     if config.resolver.auth_client_ttl_sec == 0:
         config.resolver.auth_client_ttl_sec = 3600
-    config.load_order.max_concurrency = config.load_order.max_concurrency or 4
+    config.load_order.max_concurrency = config.load_order.max_concurrency or 2
     for i, rule in enumerate(config.load_order.rules):
         if not rule.name:
             raise InvalidArgument(f"{where}: load_order.rules[{i}] needs a name")

@@ -1,18 +1,22 @@
-"""Replay: a layer's segments → span runs in first-access order, loaded ahead of the background fetcher.
+"""Replay: segments → span runs in first-access order, loaded ahead of the background fetcher.
 
-Spans are loaded (fetched, verified, inflated, cached) by a few workers taking runs in document order,
-so requests in flight stay bounded; a FUSE read needing a span that is not loaded yet fetches it at
-once (the span manager shares one fetch between the two). The background fetcher is held while a
-replay runs. Failures are logged and skipped: a replay never fails a mount.
+One ``ReplayScheduler`` per daemon holds the runs of every layer being replayed in one queue ordered by
+first access time (``time_ms``), across layers: the link is usually the bottleneck, so a few requests in
+flight, in the order the workload will need them, deliver each span soonest. Workers load (fetch, verify,
+inflate, cache) one run at a time; a FUSE read needing a span that is not loaded yet fetches it at once
+(the span manager shares one fetch between the two). The background fetcher is held while runs are
+queued. Failures are logged and skipped: a replay never fails a mount.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from soci.errors import SociError
 from soci.formats.load_order import Segment
@@ -33,6 +37,8 @@ class SpanPlan:
     segments: int
     missing: int
     """Segments whose path is not a regular file of this layer (skipped)."""
+    times: tuple[int, ...] = ()
+    """First access time (ms) of each run."""
 
     @property
     def span_count(self) -> int:
@@ -43,7 +49,7 @@ def plan_spans(tree: LayerTree, span_of: Callable[[int], int], segments: Sequenc
     """Map segments to spans through the layer's own inode table (the tar header of each file is included,
     since the first read of a file verifies it)."""
     seen: set[int] = set()
-    order: list[int] = []
+    order: list[tuple[int, int]] = []  # (span, time_ms)
     missing = 0
     for segment in segments:
         ino = tree.resolve(segment.path.encode())
@@ -60,14 +66,16 @@ def plan_spans(tree: LayerTree, span_of: Callable[[int], int], segments: Sequenc
             for span in range(span_of(start), span_of(end - 1) + 1):
                 if span not in seen:
                     seen.add(span)
-                    order.append(span)
+                    order.append((span, segment.time_ms))
     runs: list[tuple[int, int]] = []
-    for span in order:
+    times: list[int] = []
+    for span, when in order:
         if runs and span == runs[-1][1] + 1 and span - runs[-1][0] < RUN_SPANS:
             runs[-1] = (runs[-1][0], span)
         else:
             runs.append((span, span))
-    return SpanPlan(tuple(runs), len(segments), missing)
+            times.append(when)
+    return SpanPlan(tuple(runs), len(segments), missing, tuple(times))
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,41 +88,91 @@ class ReplayResult:
     seconds: float
 
 
+@dataclass(eq=False)
+class _Job:
+    name: str
+    layer: Layer
+    plan: SpanPlan
+    start: float
+    pending: int
+    failed: int = 0
+    done: asyncio.Future[ReplayResult] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class ReplayScheduler:
+    """Loads the runs of every queued replay, earliest first access first, ``max_concurrency`` at a time."""
+
+    def __init__(self, *, max_concurrency: int = 2, background: BackgroundFetcher | None = None) -> None:
+        self._limit = max(1, max_concurrency)
+        self._background = background
+        self._heap: list[tuple[int, int, int, int, _Job]] = []  # (time_ms, seq, first, last, job)
+        self._seq = itertools.count()
+        self._workers: set[asyncio.Task[None]] = set()
+
+    def add(self, layer: Layer, segments: Sequence[Segment], *, name: str = "") -> asyncio.Future[ReplayResult]:
+        """Queue the spans ``segments`` need; the future resolves when they are all loaded (or failed)."""
+        plan = plan_spans(layer.tree, layer.spans.span_of, segments)
+        if plan.missing:
+            log.warning("load order %s: %d of %d segments of layer %s name no regular file; skipped",
+                        name, plan.missing, plan.segments, layer.digest)  # fmt: skip
+        job = _Job(name, layer, plan, time.monotonic(), len(plan.runs))
+        if not plan.runs:
+            self._finish(job)
+            return job.done
+        if not self._heap and not self._workers and self._background is not None:
+            self._background.hold()
+        for (first, last), when in zip(plan.runs, plan.times, strict=True):
+            heapq.heappush(self._heap, (when, next(self._seq), first, last, job))
+        loop = asyncio.get_running_loop()
+        while len(self._workers) < min(self._limit, len(self._heap)):
+            task = loop.create_task(self._work(), name="soci-load-order-replay")
+            self._workers.add(task)
+            task.add_done_callback(self._worker_done)
+        return job.done
+
+    def _worker_done(self, task: asyncio.Task[None]) -> None:
+        self._workers.discard(task)
+        if not self._workers and not self._heap and self._background is not None:
+            self._background.unhold()
+
+    async def _work(self) -> None:
+        while self._heap:
+            _, _, first, last, job = heapq.heappop(self._heap)
+            try:
+                await job.layer.spans.load(first, last)
+            except (SociError, OSError) as exc:
+                job.failed += 1
+                log.warning("load order %s: layer %s spans %d-%d: %s", job.name, job.layer.digest, first, last, exc)
+            job.pending -= 1
+            if not job.pending:
+                self._finish(job)
+
+    def _finish(self, job: _Job) -> None:
+        result = ReplayResult(job.name, job.layer.digest, job.plan.span_count, job.failed, job.plan.missing,
+                              time.monotonic() - job.start)  # fmt: skip
+        log.info("load order %s replayed on layer %s: %d spans in %.2f s (%d runs failed)",
+                 job.name, job.layer.digest, result.spans, result.seconds, result.failed_runs)  # fmt: skip
+        if not job.done.done():
+            job.done.set_result(result)
+
+    async def aclose(self) -> None:
+        self._heap.clear()
+        for task in list(self._workers):
+            task.cancel()
+        await asyncio.gather(*list(self._workers), return_exceptions=True)
+
+
 async def replay(
     layer: Layer,
     segments: Sequence[Segment],
     *,
     name: str = "",
-    max_concurrency: int = 4,
+    max_concurrency: int = 2,
     background: BackgroundFetcher | None = None,
 ) -> ReplayResult:
     """Load the spans ``segments`` need, in order, ``max_concurrency`` runs at a time."""
-    start = time.monotonic()
-    plan = plan_spans(layer.tree, layer.spans.span_of, segments)
-    if plan.missing:
-        log.warning("load order %s: %d of %d segments of layer %s name no regular file; skipped",
-                    name, plan.missing, plan.segments, layer.digest)  # fmt: skip
-    queue = list(reversed(plan.runs))
-    failed = 0
-
-    async def worker() -> None:
-        nonlocal failed
-        while queue:
-            first, last = queue.pop()
-            try:
-                await layer.spans.load(first, last)
-            except (SociError, OSError) as exc:
-                failed += 1
-                log.warning("load order %s: layer %s spans %d-%d: %s", name, layer.digest, first, last, exc)
-
-    if background is not None:
-        background.hold()
+    scheduler = ReplayScheduler(max_concurrency=max_concurrency, background=background)
     try:
-        await asyncio.gather(*(worker() for _ in range(max(1, max_concurrency))))
+        return await scheduler.add(layer, segments, name=name)
     finally:
-        if background is not None:
-            background.unhold()
-    result = ReplayResult(name, layer.digest, plan.span_count, failed, plan.missing, time.monotonic() - start)
-    log.info("load order %s replayed on layer %s: %d spans in %.2f s (%d runs failed)",
-             name, layer.digest, result.spans, result.seconds, failed)  # fmt: skip
-    return result
+        await scheduler.aclose()

@@ -18,7 +18,7 @@ from soci.formats.load_order import LoadOrder, check_layers
 from soci.fs.background import BackgroundFetcher
 from soci.fs.layer import Layer
 from soci.loadorder.record import READ_LOG, ReadLog
-from soci.loadorder.replay import replay
+from soci.loadorder.replay import ReplayScheduler
 from soci.loadorder.select import Choice, Rule, choose
 from soci.loadorder.store import fetch_load_order
 from soci.registry import RegistryClient
@@ -41,7 +41,7 @@ class LoadOrderOptions:
     record: bool = False
     default: str = ""
     rules: tuple[Rule, ...] = ()
-    max_concurrency: int = 4
+    max_concurrency: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,7 @@ class LoadOrderService:
         self, root: Path, options: LoadOrderOptions | None = None, *, background: BackgroundFetcher | None = None
     ) -> None:
         self.options = options or LoadOrderOptions()
-        self._background = background
+        self._scheduler = ReplayScheduler(max_concurrency=self.options.max_concurrency, background=background)
         self._log = ReadLog(root / READ_LOG) if self.options.record else None
         self._documents: dict[tuple[str, str], asyncio.Future[LoadOrder | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -99,8 +99,7 @@ class LoadOrderService:
         if entry is None or not entry.segments:
             return
         try:
-            await replay(layer, entry.segments, name=choice.name, max_concurrency=self.options.max_concurrency,
-                         background=self._background)  # fmt: skip
+            await self._scheduler.add(layer, entry.segments, name=choice.name)
         except Exception:  # never let a replay bug reach the daemon
             log.exception("load order %s: replay of layer %s failed", choice.name, layer.digest)
 
@@ -146,5 +145,6 @@ class LoadOrderService:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._scheduler.aclose()
         if self._log is not None:
             self._log.close()
