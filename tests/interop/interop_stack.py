@@ -118,13 +118,15 @@ def push_v1_index(registry: RegistryServer, ref: str, created: Path) -> str:
 
 
 def upstream_daemon_config(registry: RegistryServer) -> str:
-    """Upstream's config: v1 discovery on, and plain HTTP to the test registry."""
+    """Upstream's config: v1 discovery and prefetch on, and plain HTTP to the test registry."""
     host = registry.host
     return "\n".join(
         [
             "[pull_modes.soci_v1]",
             "enable = true",
             "[pull_modes.soci_v2]",
+            "enable = true",
+            "[prefetch]",
             "enable = true",
             f'[[resolver.host."{host}".mirrors]]',
             f'host = "http://{host}"',

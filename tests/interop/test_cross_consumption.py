@@ -14,14 +14,16 @@ with the same image unpacked by overlayfs in another namespace of the same conta
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_images import BuiltImage, convert, create_and_push_v1, image_layers
-from e2e_stack import FUSE_MOUNTER, Stack, layer_modes, needs_stack, stack_running
+from e2e_images import BuiltImage, convert, create_and_push_v1, image_layers, soci
+from e2e_stack import FUSE_MOUNTER, Stack, layer_modes, needs_stack, stack_running, wait_until
 from interop_stack import (
     TOOLS,
+    blob_bytes_served,
     build_tools,
     check_run_and_rootfs,
     push_layout,
@@ -37,7 +39,8 @@ from soci.testing.registry_server import RegistryServer
 
 pytestmark = [*needs_stack, pytest.mark.fuse, pytest.mark.golang, pytest.mark.slow]
 
-V1_ON = "[pull_modes.soci_v1]\nenable = true\n"
+# the settings upstream's daemon gets too (interop_stack.upstream_daemon_config)
+OUR_CONFIG = "[pull_modes.soci_v1]\nenable = true\n[prefetch]\nenable = true\n"
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +57,7 @@ def registry() -> Iterator[RegistryServer]:
 
 @pytest.fixture(scope="module")
 def ours(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with stack_running(tmp_path_factory.mktemp("ours"), registry, V1_ON, mounter=FUSE_MOUNTER) as running:
+    with stack_running(tmp_path_factory.mktemp("ours"), registry, OUR_CONFIG, mounter=FUSE_MOUNTER) as running:
         yield running
 
 
@@ -83,16 +86,31 @@ def check_lazy_run_and_rootfs(stack: Stack, image: BuiltImage, tmp_path: Path) -
 # ---- upstream built the index, our snapshotter runs it ---------------------------------------------------
 
 
-def test_ours_runs_upstream_v2_convert(ours: Stack, tools: Path, tmp_path: Path) -> None:
-    src, layout = source_image(ours.registry, tmp_path, "up-v2", seed=1101)
+@pytest.mark.parametrize("variant", ["plain", "xattr-optimization", "prefetch"])
+def test_ours_runs_upstream_v2_convert(ours: Stack, tools: Path, tmp_path: Path, variant: str) -> None:
+    seed = {"plain": 1101, "xattr-optimization": 1103, "prefetch": 1104}[variant]
+    src, layout = source_image(ours.registry, tmp_path, f"up-v2-{variant}", seed)
+    big = src.layers[1].descriptor()
+    extra = {
+        "plain": [],
+        # layers without xattrs get upstream's disable-xattrs annotation (the base layer has one)
+        "xattr-optimization": ["--optimizations", "xattr"],
+        # a file of the big layer, which the container never reads
+        "prefetch": ["--prefetch-file", "/etc/greeting", "--prefetch-file", f"/opt/app/file-{seed}-4.bin"],
+    }[variant]
     converted = tmp_path / "converted"
     run_tool(
         str(tools / "soci"), "--root", str(tmp_path / "soci-root"), "convert", "--standalone",
-        "--format", "oci-dir", "--min-layer-size", "0", str(layout), str(converted),
+        "--format", "oci-dir", "--min-layer-size", "0", *extra, str(layout), str(converted),
     )  # fmt: skip
     image = BuiltImage(src.ref.replace(":src", ":soci"), src.layers)
     push_layout(ours.registry, image.ref, converted, layout)
-    check_lazy_run_and_rootfs(ours, image, tmp_path)
+    output = ours.rpull(image.ref)
+    assert layer_modes(output) == [MODE_LAZY] * len(image.layers), output + ours.daemon.log_tail(40)
+    if variant == "prefetch":
+        # within the background fetcher's 30 s silence period, only the prefetch reads the big layer
+        assert wait_until(lambda: blob_bytes_served(ours.registry, big.digest) > 0, 30.0), ours.daemon.log_tail(40)
+    check_run_and_rootfs(ours, image, tmp_path)
 
 
 def test_ours_runs_upstream_v1_index(ours: Stack, tools: Path, tmp_path: Path) -> None:
@@ -115,6 +133,23 @@ def test_upstream_runs_our_v2_convert(upstream: Stack, tmp_path: Path) -> None:
     image = convert(tmp_path / "soci", src, "soci")
     check_lazy_run_and_rootfs(upstream, image, tmp_path)
     assert len(upstream_fuse_mounts(upstream)) >= len(image.layers)
+
+
+def test_upstream_runs_our_v2_convert_with_prefetch(upstream: Stack, tmp_path: Path) -> None:
+    seed = 1203
+    src, _ = source_image(upstream.registry, tmp_path, "our-v2-prefetch", seed)
+    listing = tmp_path / "prefetch.json"
+    listing.write_text(json.dumps(["/etc/greeting", f"/opt/app/file-{seed}-4.bin"]))
+    dst = src.ref.replace(":src", ":soci")
+    soci(tmp_path / "soci", "convert", "--remote", "--plain-http", "--min-layer-size", "0",
+         "--prefetch-files-json", str(listing), src.ref, dst)  # fmt: skip
+    image = BuiltImage(dst, src.layers)
+    since = len(upstream.daemon.log_entries())
+    check_lazy_run_and_rootfs(upstream, image, tmp_path)
+    messages = [str(e.get("msg", "")) for e in upstream.daemon.log_entries()[since:]]
+    loaded = [m for m in messages if m.startswith("Successfully loaded prefetch artifact")]
+    assert len(loaded) == 2, messages  # one artifact per layer holding a listed file: base and big
+    assert not [m for m in messages if "prefetch" in m.lower() and ("fail" in m.lower() or "not found" in m)]
 
 
 def test_upstream_runs_our_v1_index(upstream: Stack, tmp_path: Path) -> None:
