@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from soci.fs.background import BackgroundFetcher
 from soci.fs.layer import LayerResolver
 from soci.fs.options import BackgroundFetchOptions
 from soci.fs.spans import SpanState
-from soci.loadorder.replay import plan_spans, replay
+from soci.loadorder.replay import ReplayScheduler, plan_spans, replay
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -102,3 +102,42 @@ async def test_background_fetcher_waits_while_held(
     finally:
         await background.aclose()
         await resolver.release(opened)
+
+
+async def test_scheduler_loads_runs_of_all_layers_in_first_access_order(
+    tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    """Two layers replayed at once: with one run in flight, spans arrive in the recorded time order,
+    whichever layer they belong to."""
+    a, b = big_files_layer(files=4, seed=11), big_files_layer(files=4, seed=12)
+    resolver = LayerResolver(tmp_path, executor=executor)
+    (request_a, blob_a), (request_b, blob_b) = a.request(65536), b.request(65536)
+    order: list[str] = []
+    for label, blob in (("a", blob_a), ("b", blob_b)):
+        original = blob.read_at
+
+        async def read_at(
+            offset: int, length: int, _label: str = label, _original: Callable[[int, int], Awaitable[bytes]] = original
+        ) -> bytes:
+            order.append(_label)
+            return await _original(offset, length)
+
+        blob.read_at = read_at  # type: ignore[method-assign]
+    layer_a, layer_b = await resolver.acquire(request_a), await resolver.acquire(request_b)
+    background = BackgroundFetcher()
+    scheduler = ReplayScheduler(max_concurrency=1, background=background)
+    try:
+        # the gzip header reads at open are done; from here on only replay reads
+        order.clear()
+        segments_a = [Segment(a.names[0], 0, HEAD, 0), Segment(a.names[3], 0, HEAD, 30)]
+        segments_b = [Segment(b.names[0], 0, HEAD, 10), Segment(b.names[3], 0, HEAD, 20)]
+        done = [scheduler.add(layer_a, segments_a, name="w"), scheduler.add(layer_b, segments_b, name="w")]
+        assert background._holds == 1
+        results = await asyncio.gather(*done)
+        assert [r.failed_runs for r in results] == [0, 0]
+        assert order == ["a", "b", "b", "a"]
+        assert background._holds == 0
+    finally:
+        await scheduler.aclose()
+        await resolver.release(layer_a)
+        await resolver.release(layer_b)
