@@ -47,11 +47,10 @@ build_containerd2() {
     echo "build.sh: building containerd $CONTAINERD2_VERSION (containerd, ctr, containerd-shim-runc-v2)" >&2
     mkdir -p "$dir"
     # `go install pkg@version` builds containerd's own module with its own go.mod, not ours
-    for cmd in containerd ctr containerd-shim-runc-v2; do
-        GOFLAGS= GOBIN="$dir" go install -trimpath \
-            -ldflags "-X github.com/containerd/containerd/v2/version.Version=$CONTAINERD2_VERSION" \
-            "github.com/containerd/containerd/v2/cmd/$cmd@$CONTAINERD2_VERSION"
-    done
+    module=github.com/containerd/containerd/v2
+    GOFLAGS= GOBIN="$dir" go install -trimpath -ldflags "-X $module/version.Version=$CONTAINERD2_VERSION" \
+        "$module/cmd/containerd@$CONTAINERD2_VERSION" "$module/cmd/ctr@$CONTAINERD2_VERSION" \
+        "$module/cmd/containerd-shim-runc-v2@$CONTAINERD2_VERSION"
     echo "$want" > "$dir/containerd2.stamp"
 }
 
