@@ -179,6 +179,10 @@ def _one_run(bench: Bench, c: Contender, workload: str, i: int, timeout: float) 
     offset = bench.registry.log_path.stat().st_size
     at_ready: Callable[[], int] = lambda: blob_bytes_since(bench.registry, offset)  # noqa: E731
     timing: Timing = c.run(bench, w, f"bench/{workload}", run_dir, at_ready, timeout)
+    logs = bench.work / "logs" / run_dir.name
+    for log in run_dir.glob("*/*.log"):  # daemon and containerd logs, for "where does the time go"
+        logs.mkdir(parents=True, exist_ok=True)
+        shutil.copy(log, logs / f"{log.parent.name}-{log.name}")
     shutil.rmtree(run_dir, ignore_errors=True)
     row = {
         "workload": workload,
