@@ -82,10 +82,17 @@ class HtbShaper:
         if check and result.returncode != 0:
             raise RuntimeError(f"tc {' '.join(args)}: {result.stderr.strip()}")
 
-    def start(self) -> HtbShaper:
-        existing = subprocess.run(["tc", "qdisc", "show", "dev", self.dev], capture_output=True, text=True).stdout
-        if "htb" in existing or "tbf" in existing:
-            raise RuntimeError(f"a qdisc is already on {self.dev}: {existing.strip()} (not ours; refusing to replace)")
+    def _qdiscs(self) -> str:
+        return subprocess.run(["tc", "qdisc", "show", "dev", self.dev], capture_output=True, text=True).stdout
+
+    def start(self, wait_sec: float = 900) -> HtbShaper:
+        """Install the qdisc; another benchmark's qdisc on the device is waited out, never replaced."""
+        deadline = time.monotonic() + wait_sec
+        while "htb" in (existing := self._qdiscs()) or "tbf" in existing:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"a qdisc is already on {self.dev}: {existing.strip()} (not ours; not replaced)")
+            print(f"network: waiting for another qdisc on {self.dev} to go: {existing.strip()}", flush=True)
+            time.sleep(10)
         self._tc("qdisc", "add", "dev", self.dev, "root", "handle", "1:", "htb", "default", "99")
         self.installed = True
         self._tc("class", "add", "dev", self.dev, "parent", "1:", "classid", "1:99", "htb", "rate", "40gbit")
@@ -128,6 +135,18 @@ class HtbShaper:
             "1:10",
         )
         return self
+
+    def ensure(self) -> bool:
+        """Reinstall the class and filter if someone removed the qdisc; True if it had to."""
+        if not self.installed or f"{self.mbit:g}Mbit" in self._classes():
+            return False
+        print(f"network: the shaping on {self.dev} was removed by someone else; reinstalling", flush=True)
+        self.installed = False
+        self.start()
+        return True
+
+    def _classes(self) -> str:
+        return subprocess.run(["tc", "class", "show", "dev", self.dev], capture_output=True, text=True).stdout
 
     def stop(self) -> None:
         if self.installed:

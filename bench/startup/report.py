@@ -50,7 +50,7 @@ def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def markdown(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+def markdown(results: dict[str, Any], rows: list[dict[str, Any]], notes: bool = False) -> str:
     s, m, net = results["settings"], results["machine"], results.get("network", {})
     lines = [
         "# Container startup: lazy loading against a full pull",
@@ -71,6 +71,8 @@ def markdown(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             f"**{r['ready_median_s']:.2f}** | {r['ready_p90_s']:.2f} | {ratio} | "
             f"{r['bytes_at_ready'] / 1e6:.1f} MB ({r['bytes_pct']:.0f} %) | {r['peak_rss_mib']:.0f} |"
         )
+    if notes:
+        lines += ["", "Targets, and where the time goes: [notes.md](notes.md)."]
     lines += ["", "Workloads (compressed image size, command, ready line):", ""]
     for name, w in results["workloads"].items():
         lines.append(f"- **{name}**: {w['compressed_bytes'] / 1e6:.1f} MB; `{' '.join(w['command'])}`; `{w['ready']}`")
@@ -97,7 +99,7 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     rows = summarise(results)
     results["summary"] = rows
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    (out / "results.md").write_text(markdown(results, rows))
+    (out / "results.md").write_text(markdown(results, rows, notes=(out / "notes.md").exists()))
     python = str(PLOT_PYTHON) if PLOT_PYTHON.exists() else sys.executable
     done = subprocess.run(
         [python, str(HERE / "chart.py"), str(out / "results.json"), str(out / "results.png")], check=False

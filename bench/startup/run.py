@@ -159,6 +159,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 for w in workloads:
                     order = contenders[i % len(contenders) :] + contenders[: i % len(contenders)]
                     for c in order:
+                        if shaper.ensure():
+                            results["shaping_reinstalled"] = results.get("shaping_reinstalled", 0) + 1
                         results["runs"].append(_one_run(bench, c, w.name, i, args.timeout))
                         _save(results, args.out)
         finally:
