@@ -23,7 +23,7 @@ from soci.containerd.testing import ContainerdServer
 from soci.daemon.testing import SnapshotterProcess
 from soci.formats import soci_index as si
 from soci.formats.digest import sha256_digest
-from soci.formats.oci import MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST
+from soci.formats.oci import INDEX_MEDIA_TYPES, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST
 from soci.registry.client import encode_index, referrers_tag
 from soci.snapshotter import system
 from soci.testing.registry_server import RegistryServer
@@ -32,8 +32,6 @@ REPO = Path(__file__).resolve().parents[2]
 BUILD_SH = REPO / "interop" / "build.sh"
 TOOLS = REPO / "interop" / ".cache" / "bin"
 CONTAINERD2_BIN = REPO / "interop" / ".cache" / "containerd2" / "bin"
-
-_INDEX_TYPES = (MEDIA_TYPE_OCI_INDEX, "application/vnd.docker.distribution.manifest.list.v2+json")
 
 
 def go_available() -> bool:
@@ -47,10 +45,8 @@ def build_tools(*targets: str) -> None:
     subprocess.run([str(BUILD_SH), *targets], check=True, timeout=1800)
 
 
-def run_tool(*args: str, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        list(args), capture_output=True, text=True, check=False, timeout=300, env={**os.environ, **(env or {})}
-    )
+def run_tool(*args: str) -> str:
+    result = subprocess.run(list(args), capture_output=True, text=True, check=False, timeout=300)
     assert result.returncode == 0, f"{' '.join(args)} failed ({result.returncode}):\n{result.stderr}{result.stdout}"
     return result.stdout
 
@@ -73,7 +69,7 @@ def _push_manifest_tree(registry: RegistryServer, repo: str, layouts: Sequence[P
     digest, media_type = str(desc["digest"]), str(desc["mediaType"])
     data = _blob(layouts, digest)
     document = json.loads(data)
-    if media_type in _INDEX_TYPES:
+    if media_type in INDEX_MEDIA_TYPES:
         for child in document.get("manifests") or ():
             _push_manifest_tree(registry, repo, layouts, child)
     else:
