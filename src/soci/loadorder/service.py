@@ -42,6 +42,8 @@ class LoadOrderOptions:
     default: str = ""
     rules: tuple[Rule, ...] = ()
     max_concurrency: int = 2
+    start_timeout_sec: float = 10.0
+    """Longest wait for the image's last lazy layer to mount before a replay starts anyway."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,8 @@ class MountedImage:
     namespace: str = ""
     label: str = ""
     """The snapshot's load order label (empty: none)."""
+    last_lazy_layer: str = ""
+    """The image's topmost layer with a zTOC: once it is mounted, the pull has mounted every layer."""
 
 
 class LoadOrderService:
@@ -68,6 +72,7 @@ class LoadOrderService:
         self._documents: dict[tuple[str, str], asyncio.Future[LoadOrder | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._metrics: Counter | None = None
+        self._pulled: dict[str, asyncio.Event] = {}  # manifest digest -> its last lazy layer is mounted
 
     def set_metrics(self, metrics: Counter) -> None:
         self._metrics = metrics
@@ -82,6 +87,10 @@ class LoadOrderService:
         choice = self.choose(image)
         if choice is None:
             return
+        pulled = self._pulled.setdefault(image.manifest_digest, asyncio.Event())
+        self._forget_pulled()
+        if layer.digest == image.last_lazy_layer or not image.last_lazy_layer:
+            pulled.set()
         task = asyncio.get_running_loop().create_task(self._replay(layer, image, choice), name="soci-load-order")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -98,10 +107,23 @@ class LoadOrderService:
         entry = document.layer(layer.digest)
         if entry is None or not entry.segments:
             return
+        # Layers mount one after another, each fetching its zTOC first: replaying the lower layers meanwhile
+        # would slow down the mounts the container waits for. Start once the pull has mounted them all.
+        pulled = self._pulled.get(image.manifest_digest)
+        if pulled is not None and not pulled.is_set():
+            try:
+                await asyncio.wait_for(pulled.wait(), self.options.start_timeout_sec)
+            except TimeoutError:
+                log.debug("load order %s: image %s is not fully mounted; replaying anyway", choice.name,
+                          image.manifest_digest)  # fmt: skip
         try:
             await self._scheduler.add(layer, entry.segments, name=choice.name)
         except Exception:  # never let a replay bug reach the daemon
             log.exception("load order %s: replay of layer %s failed", choice.name, layer.digest)
+
+    def _forget_pulled(self) -> None:
+        while len(self._pulled) > _DOCUMENT_CACHE_ENTRIES:
+            del self._pulled[next(iter(self._pulled))]
 
     async def _document(self, image: MountedImage, choice: Choice) -> LoadOrder | None:
         key = (image.manifest_digest, choice.name)

@@ -102,6 +102,7 @@ class FuseLayerMounter:
                 layers=tuple(d.digest for d in layer.manifest.layers or ()),
                 namespace=layer.source.namespace,
                 label=layer.source.load_order,
+                last_lazy_layer=_last_lazy_layer(layer),
             ),
         )
 
@@ -132,3 +133,9 @@ class FuseLayerMounter:
         await self._resolver.aclose()
         await self._background.aclose()
         await self._lazy.aclose()
+
+
+def _last_lazy_layer(layer: RemoteLayer) -> str:
+    """The image's topmost layer that its SOCI index gives a zTOC (mounted last by a pull)."""
+    indexed = [d.digest for d in layer.manifest.layers or () if layer.index.ztoc_for_layer(d.digest) is not None]
+    return indexed[-1] if indexed else ""
