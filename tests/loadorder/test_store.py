@@ -3,6 +3,7 @@ side's handling of missing, malformed and mismatched documents."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator
@@ -187,3 +188,33 @@ def test_artifact_manifest_shape() -> None:
     assert manifest.subject == subject
     assert manifest.annotations == {lo.ANNOTATION_NAME: "w"}
     assert json.loads(manifest.marshal())["config"]["mediaType"] == "application/vnd.oci.empty.v1+json"
+
+
+async def test_replay_waits_until_the_pull_has_mounted_the_last_lazy_layer(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    repo = "lo/gate"
+    top = big_files_layer(files=2, size=50_000, seed=4)
+    digest, data = registry.push_image(repo, "v1", [LAYER.blob, top.blob])
+    subject = Descriptor(MEDIA_TYPE_OCI_MANIFEST, digest, len(data))
+    request, blob = LAYER.request(65536)
+    with ThreadPoolExecutor(2) as executor:
+        async with RegistryClient(registry.host, plain_http=True) as client:
+            await push_load_order(client, repo, subject, _document())
+            service = LoadOrderService(tmp_path, LoadOrderOptions(default="heads", start_timeout_sec=60))
+            resolver = LayerResolver(tmp_path, executor=executor)
+            lower = await resolver.acquire(request)
+            upper = await resolver.acquire(top.request(65536)[0])
+            image = MountedImage(client, repo, f"{registry.host}/{repo}:v1", subject.digest,
+                                 (LAYER.digest, top.digest), last_lazy_layer=top.digest)  # fmt: skip
+            try:
+                service.layer_mounted(lower, image)
+                await asyncio.sleep(0.5)  # the document is fetched; the replay waits for the upper layer
+                assert len(blob.reads) == 1  # the gzip header, read when the layer opened
+                service.layer_mounted(upper, image)
+                await service.wait_idle()
+                assert len(blob.reads) > 1
+            finally:
+                await resolver.release(lower)
+                await resolver.release(upper)
+                await service.aclose()
