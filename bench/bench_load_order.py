@@ -13,7 +13,7 @@ with the soci proxy plugin, soci-snapshotter-grpc. Image: Debian bookworm + pyth
 Prints every run, the medians and the ratios against plain lazy in the same run. The image and its layers
 are never changed (digests are checked before and after).
 
-Usage: .venv/bin/python bench/bench_load_order.py [--runs 3] [--rate-mbit 100] [--work DIR]
+Usage: .venv/bin/python bench/bench_load_order.py [--runs 3] [--rate-mbit 100] [--span-size BYTES] [--work DIR]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import secrets
 import signal
 import statistics
 import subprocess
@@ -106,7 +107,16 @@ def one_run(work: Path, ref: str, mode: str, index_digest: str) -> float:
                     args += ["--soci-index-digest", index_digest]
                 start = time.perf_counter()
                 run(*args, ref)
-                out = containerd.ctr("run", "--rm", "--snapshotter", "soci", ref, "bench", *COMMAND, timeout=600)
+                out = containerd.ctr(
+                    "run",
+                    "--rm",
+                    "--snapshotter",
+                    "soci",
+                    ref,
+                    f"lo-bench-{secrets.token_hex(4)}",
+                    *COMMAND,
+                    timeout=600,
+                )
                 elapsed = time.perf_counter() - start
                 if "READY" not in out.stdout:
                     raise SystemExit(f"bench: {mode}: no READY in {out.stdout!r}")
@@ -132,6 +142,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--rate-mbit", type=int, default=100, help="registry bandwidth (0: unshaped)")
+    ap.add_argument("--span-size", type=int, default=4 << 20, help="zTOC span size of the index (all modes)")
     ap.add_argument("--work", type=Path, default=REPO / ".work" / "bench-load-order")
     args = ap.parse_args()
     work = args.work.absolute()
@@ -144,7 +155,7 @@ def main() -> None:
         src, ref = f"{registry.host}/bench/python-ml:latest", f"{registry.host}/bench/python-ml:soci"
         run("skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:latest", f"docker://{src}")
         run(SOCI, "--root", str(work / "convert-root"), "convert", "--remote", "--plain-http", "--quiet",
-            "--min-layer-size", "0", src, ref)  # fmt: skip
+            "--min-layer-size", "0", "--span-size", str(args.span_size), src, ref)  # fmt: skip
         image_before = manifest_digest(ref)
 
         # 1. record (unshaped) and export
@@ -164,7 +175,8 @@ def main() -> None:
         print(exported.strip(), flush=True)
 
         # 2. measure
-        print(f"registry port {registry.port}: {args.rate_mbit or 'unshaped'} Mbit/s; {args.runs} runs per mode")
+        print(f"registry port {registry.port}: {args.rate_mbit or 'unshaped'} Mbit/s; span size {args.span_size}; "
+              f"{args.runs} runs per mode")  # fmt: skip
         times: dict[str, list[float]] = {m: [] for m in MODES}
         with Shaper(registry.port, args.rate_mbit) if args.rate_mbit else _nothing():
             for i in range(args.runs):
