@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 
 def main(source: Path, target: Path) -> None:
     results = json.loads(source.read_text())
-    rows = results["summary"]
+    rows = [r for r in results["summary"] if r["runs"]]
     workloads = sorted({r["workload"] for r in rows})
     contenders = list(dict.fromkeys(r["contender"] for r in rows))
     width = 0.8 / max(1, len(contenders))

@@ -135,7 +135,9 @@ class Contender:
                     return "\n".join(lines[-5:])
                 if time.monotonic() > deadline:
                     break
-            raise RuntimeError(f"{self.name}: no ready line {w.ready!r}; output: {' | '.join(lines[-10:])}")
+            code = process.wait(30)
+            shown = " | ".join(lines[-10:])
+            raise RuntimeError(f"{self.name}: no ready line {w.ready!r} (ctr exit {code}); output: {shown}")
         finally:
             if process.poll() is None:
                 containerd.ctr("task", "kill", "-s", "SIGKILL", "bench", check=False)

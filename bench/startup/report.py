@@ -23,8 +23,13 @@ def p90(values: list[float]) -> float:
 def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    failures: dict[tuple[str, str], int] = {}
     for run in results["runs"]:
-        groups.setdefault((run["workload"], run["contender"]), []).append(run)
+        key = (run["workload"], run["contender"])
+        if "error" in run:
+            failures[key] = failures.get(key, 0) + 1
+        else:
+            groups.setdefault(key, []).append(run)
     baselines = {
         wl: statistics.median(r["ready_s"] for r in runs) for (wl, c), runs in groups.items() if c == "overlayfs"
     }
@@ -47,6 +52,9 @@ def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "peak_rss_mib": statistics.median(r["peak_rss_kib"] for r in runs) / 1024,
             }
         )
+    for (workload, contender), count in failures.items():
+        if (workload, contender) not in groups:
+            rows.append({"workload": workload, "contender": contender, "runs": 0, "failed": count})
     return rows
 
 
@@ -66,8 +74,12 @@ def markdown(results: dict[str, Any], rows: list[dict[str, Any]], notes: bool = 
     ]
     for r in sorted(rows, key=lambda r: (r["workload"], r["contender"])):
         ratio = f"{r['vs_overlayfs']:.2f}x" if r["vs_overlayfs"] is not None else "-"
+        runs = f"{r['runs']} (+{r['failed']} failed)" if r["failed"] else str(r["runs"])
+        if not r["runs"]:
+            lines.append(f"| {r['workload']} | {r['contender']} | 0 (+{r['failed']} failed) |  |  |  |  |  |  |")
+            continue
         lines.append(
-            f"| {r['workload']} | {r['contender']} | {r['runs']} | {r['pull_median_s']:.2f} | "
+            f"| {r['workload']} | {r['contender']} | {runs} | {r['pull_median_s']:.2f} | "
             f"**{r['ready_median_s']:.2f}** | {r['ready_p90_s']:.2f} | {ratio} | "
             f"{r['bytes_at_ready'] / 1e6:.1f} MB ({r['bytes_pct']:.0f} %) | {r['peak_rss_mib']:.0f} |"
         )

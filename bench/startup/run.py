@@ -161,7 +161,12 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                     for c in order:
                         if shaper.ensure():
                             results["shaping_reinstalled"] = results.get("shaping_reinstalled", 0) + 1
-                        results["runs"].append(_one_run(bench, c, w.name, i, args.timeout))
+                        try:
+                            results["runs"].append(_one_run(bench, c, w.name, i, args.timeout))
+                        except RuntimeError as exc:  # a failed start is a result too; the others go on
+                            print(f"   {w.name:10} {c.name:14} run {i}: FAILED: {exc}", flush=True)
+                            results["runs"].append({"workload": w.name, "contender": c.name, "run": i,
+                                                    "error": str(exc)[:500]})  # fmt: skip
                         _save(results, args.out)
         finally:
             shaper.stop()
