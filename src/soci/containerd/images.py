@@ -15,14 +15,13 @@ from typing import BinaryIO
 from soci.containerd.client import ContainerdClient
 from soci.errors import NotFound
 from soci.formats import soci_index as si
+from soci.formats.labels import GC_REF_CONTENT_PREFIX
 from soci.formats.oci import INDEX_MEDIA_TYPES, Descriptor, Index, Manifest, Platform
 from soci.index.bridge import open_stream, run_on
 from soci.index.build import BuildOptions, Reporter
 from soci.index.convert import ConvertResult, convert_image
 from soci.index.create import CreatedIndex, create_indexes
 from soci.store import LocalStore
-
-GC_REF_CONTENT = "containerd.io/gc.ref.content."
 
 
 class ContainerdSource:
@@ -72,11 +71,11 @@ def gc_labels(data: bytes, media_type: str) -> dict[str, str]:
     """The ``containerd.io/gc.ref.content.*`` labels upstream puts on what convert writes."""
     if media_type in INDEX_MEDIA_TYPES:
         index = Index.unmarshal(data)
-        return {f"{GC_REF_CONTENT}m.{i}": d.digest for i, d in enumerate(index.manifests or ())}
+        return {f"{GC_REF_CONTENT_PREFIX}m.{i}": d.digest for i, d in enumerate(index.manifests or ())}
     manifest = Manifest.unmarshal(data)
-    labels = {f"{GC_REF_CONTENT}config": manifest.config.digest}
+    labels = {f"{GC_REF_CONTENT_PREFIX}config": manifest.config.digest}
     prefix = "ztoc" if manifest.config.media_type in (si.ARTIFACT_TYPE_V1, si.ARTIFACT_TYPE_V2) else "l"
-    labels.update({f"{GC_REF_CONTENT}{prefix}.{i}": d.digest for i, d in enumerate(manifest.layers or ())})
+    labels.update({f"{GC_REF_CONTENT_PREFIX}{prefix}.{i}": d.digest for i, d in enumerate(manifest.layers or ())})
     return labels
 
 

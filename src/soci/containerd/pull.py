@@ -25,29 +25,28 @@ from soci.containerd.client import ContainerdClient
 from soci.errors import AlreadyExists, DataLoss, FormatError, NotFound
 from soci.formats.digest import parse_digest, sha256_digest
 from soci.formats.gojson import unmarshal_object
+from soci.formats.labels import (
+    CRI_IMAGE_LAYERS,
+    CRI_IMAGE_REF,
+    CRI_LAYER_DIGEST,
+    CRI_MANIFEST_DIGEST,
+    DISTRIBUTION_SOURCE_PREFIX,
+    GC_REF_CONTENT_PREFIX,
+    GC_REF_SNAPSHOT_PREFIX,
+    LOAD_ORDER,
+    MAX_LABEL_BYTES,
+    REMOTE,
+    TARGET_IMAGE_LAYERS_SIZE,
+    TARGET_SIZE,
+    TARGET_SNAPSHOT_REF,
+    TARGET_SOCI_INDEX_DIGEST,
+    UNCOMPRESSED,
+)
 from soci.formats.oci import INDEX_MEDIA_TYPES, Descriptor, Index, Manifest, Platform
 from soci.formats.platforms import default_platform, format_platform, matches_strict
 from soci.registry import Reference, RegistryClient
 
 log = logging.getLogger(__name__)
-
-# snapshot labels (soci.snapshotter.labels holds the same literals; the client must not import the daemon)
-TARGET_SNAPSHOT_REF: Final = "containerd.io/snapshot.ref"
-CRI_IMAGE_REF: Final = "containerd.io/snapshot/cri.image-ref"
-CRI_LAYER_DIGEST: Final = "containerd.io/snapshot/cri.layer-digest"
-CRI_MANIFEST_DIGEST: Final = "containerd.io/snapshot/cri.manifest-digest"
-CRI_IMAGE_LAYERS: Final = "containerd.io/snapshot/cri.image-layers"
-TARGET_SIZE: Final = "containerd.io/snapshot/remote/soci.size"
-TARGET_IMAGE_LAYERS_SIZE: Final = "containerd.io/snapshot/remote/image.layers.size"
-TARGET_SOCI_INDEX_DIGEST: Final = "containerd.io/snapshot/remote/soci.index.digest"
-REMOTE_LABEL: Final = "containerd.io/snapshot/remote"
-LOAD_ORDER: Final = "containerd.io/snapshot/soci-py.load-order"
-# content labels
-GC_REF_CONTENT: Final = "containerd.io/gc.ref.content"
-GC_REF_SNAPSHOT: Final = "containerd.io/gc.ref.snapshot"
-UNCOMPRESSED_LABEL: Final = "containerd.io/uncompressed"
-DISTRIBUTION_SOURCE: Final = "containerd.io/distribution.source"
-MAX_LABEL_BYTES: Final = 4096
 
 MODE_LAZY: Final = "lazy"
 MODE_SNAPSHOTTER_UNPACKED: Final = "unpacked by snapshotter"
@@ -129,7 +128,7 @@ def layer_labels(
 
 
 def _distribution_label(ref: Reference) -> dict[str, str]:
-    return {f"{DISTRIBUTION_SOURCE}.{ref.domain}": ref.path}
+    return {f"{DISTRIBUTION_SOURCE_PREFIX}{ref.domain}": ref.path}
 
 
 async def resolve_image(
@@ -193,8 +192,8 @@ async def rpull(
 
     async with containerd.lease():
         await containerd.write_content(config_descriptor.digest, config_descriptor.size, [config], source)
-        manifest_labels = {f"{GC_REF_CONTENT}.config": config_descriptor.digest}
-        manifest_labels.update({f"{GC_REF_CONTENT}.l.{i}": d.digest for i, d in enumerate(layers)})
+        manifest_labels = {f"{GC_REF_CONTENT_PREFIX}config": config_descriptor.digest}
+        manifest_labels.update({f"{GC_REF_CONTENT_PREFIX}l.{i}": d.digest for i, d in enumerate(layers)})
         await containerd.write_content(
             manifest_descriptor.digest,
             manifest_descriptor.size,
@@ -202,7 +201,7 @@ async def rpull(
             {**manifest_labels, **source},
         )
         if root.digest != manifest_descriptor.digest:
-            index_labels = {f"{GC_REF_CONTENT}.m.0": manifest_descriptor.digest, **source}
+            index_labels = {f"{GC_REF_CONTENT_PREFIX}m.0": manifest_descriptor.digest, **source}
             await containerd.write_content(root.digest, root.size, [blobs[root.digest]], index_labels)
 
         for position, layer in enumerate(layers):
@@ -230,7 +229,7 @@ async def rpull(
                 progress(layer_result, len(layers))
 
         await containerd.update_content_labels(
-            config_descriptor.digest, {f"{GC_REF_SNAPSHOT}.{snapshotter}": chains[-1]}
+            config_descriptor.digest, {f"{GC_REF_SNAPSHOT_PREFIX}{snapshotter}": chains[-1]}
         )
         await containerd.put_image(result.name, root.media_type, root.digest, root.size)
     return result
@@ -259,7 +258,7 @@ async def _pull_layer(
         mounts = await containerd.prepare_snapshot(snapshotter, key, parent, labels)
     except AlreadyExists:
         info = await containerd.stat_snapshot(snapshotter, chain_id)
-        if info is not None and REMOTE_LABEL in info.labels:
+        if info is not None and REMOTE in info.labels:
             return MODE_LAZY
         return MODE_SNAPSHOTTER_UNPACKED
     # The snapshotter deferred: fetch and unpack the layer the way containerd's own pull does.
@@ -273,7 +272,7 @@ async def _pull_layer(
         applied = await containerd.apply_layer(layer.media_type, layer.digest, layer.size, mounts)
         if applied != diff_id:
             raise DataLoss(f"layer {layer.digest}: unpacked content {applied} does not match diff ID {diff_id}")
-        await containerd.update_content_labels(layer.digest, {UNCOMPRESSED_LABEL: diff_id})
+        await containerd.update_content_labels(layer.digest, {UNCOMPRESSED: diff_id})
         try:
             await containerd.commit_snapshot(snapshotter, chain_id, key, {TARGET_SNAPSHOT_REF: chain_id})
         except AlreadyExists:
