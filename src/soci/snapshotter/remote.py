@@ -155,7 +155,7 @@ class SociRemoteFS:
         self._soci_v2 = soci_v2
         self._metrics = metrics or m.NullMetrics()
         self._clock = clock
-        self._contexts: OrderedDict[tuple[str, str], _ImageContext] = OrderedDict()
+        self._contexts: OrderedDict[tuple[str, str, str], _ImageContext] = OrderedDict()
         self._context_locks = KeyedLocks()
         self._ztocs: OrderedDict[str, bytes] = OrderedDict()
 
@@ -211,7 +211,9 @@ class SociRemoteFS:
         await self._mounter.unmount(mountpoint)
 
     async def _context(self, source: LayerSource) -> _ImageContext:
-        key = (source.manifest_digest, source.index_digest)
+        # per repository: the same manifest pulled from another repository (or registry) reads its blobs and
+        # its referrers there, not where it was first seen
+        key = (parse_reference(source.image_ref).name, source.manifest_digest, source.index_digest)
         context = _lru_get(self._contexts, key)
         if context is not None:
             return context
