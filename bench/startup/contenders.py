@@ -211,6 +211,16 @@ class SociPrefetch(SociLazy):
         return ["--prefetch-files-json", str(listing)]
 
 
+class SociSmallSpans(SociLazy):
+    """The lazy path with 1 MiB spans instead of 4 MiB: fewer bytes fetched around each small read."""
+
+    name = "soci-1MiB-spans"
+    tag = "soci-1m"
+
+    def convert_args(self, bench: Bench, w: Workload, repo: str) -> list[str]:
+        return ["--span-size", str(1 << 20)]
+
+
 def accessed_files(bench: Bench, w: Workload, repo: str) -> list[str]:
     """Regular files the workload opens, recorded with strace in a chroot of the unpacked image."""
     import images
@@ -403,4 +413,6 @@ class UpstreamSoci(SociLazy):
         return Containerd2(run_dir / "containerd"), daemon
 
 
-CONTENDERS: dict[str, type[Contender]] = {c.name: c for c in (Overlayfs, SociLazy, SociPrefetch, Stargz, UpstreamSoci)}
+CONTENDERS: dict[str, type[Contender]] = {
+    c.name: c for c in (Overlayfs, SociLazy, SociPrefetch, Stargz, UpstreamSoci, SociSmallSpans)
+}
