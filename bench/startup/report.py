@@ -43,6 +43,7 @@ def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "workload": workload,
                 "contender": contender,
                 "runs": len(runs),
+                "failed": failures.get((workload, contender), 0),
                 "pull_median_s": statistics.median(r["pull_s"] for r in runs),
                 "ready_median_s": median_ready,
                 "ready_p90_s": p90(ready),
@@ -73,11 +74,11 @@ def markdown(results: dict[str, Any], rows: list[dict[str, Any]], notes: bool = 
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["workload"], r["contender"])):
-        ratio = f"{r['vs_overlayfs']:.2f}x" if r["vs_overlayfs"] is not None else "-"
         runs = f"{r['runs']} (+{r['failed']} failed)" if r["failed"] else str(r["runs"])
         if not r["runs"]:
-            lines.append(f"| {r['workload']} | {r['contender']} | 0 (+{r['failed']} failed) |  |  |  |  |  |  |")
+            lines.append(f"| {r['workload']} | {r['contender']} | {runs} |  |  |  |  |  |  |")
             continue
+        ratio = f"{r['vs_overlayfs']:.2f}x" if r["vs_overlayfs"] is not None else "-"
         lines.append(
             f"| {r['workload']} | {r['contender']} | {runs} | {r['pull_median_s']:.2f} | "
             f"**{r['ready_median_s']:.2f}** | {r['ready_p90_s']:.2f} | {ratio} | "

@@ -93,7 +93,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks")
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "startup" / ".cache" / "work")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for a ready line")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.work, args.out = args.work.resolve(), args.out.resolve()  # containerd and ctr need absolute paths
+    return args
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:

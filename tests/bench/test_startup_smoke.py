@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,9 +58,12 @@ def test_p90_is_nearest_rank() -> None:
     assert report.p90([2.0]) == 2.0
 
 
+MACHINE = {"cpu": "x", "cores": 2, "memory_gib": 1, "os": "y", "kernel": "z", "containerd": "c"}
+
+
 def test_summary_ratios_against_the_full_pull() -> None:
-    results = {
-        "workloads": {"w": {"compressed_bytes": 1000}},
+    results: dict[str, Any] = {
+        "workloads": {"w": {"compressed_bytes": 1000, "command": ["true"], "ready": "READY"}},
         "runs": [
             {"workload": "w", "contender": "overlayfs", "pull_s": 8.0, "ready_s": 10.0, "bytes_at_ready": 1000,
              "peak_rss_kib": 2048},
@@ -69,7 +73,13 @@ def test_summary_ratios_against_the_full_pull() -> None:
              "peak_rss_kib": 4096},
         ],
     }  # fmt: skip
+    results["runs"].append({"workload": "w", "contender": "soci", "run": 1, "error": "no ready line"})
+    results["runs"].append({"workload": "w", "contender": "stargz", "run": 0, "error": "no ready line"})
+    results.update(settings={"mbit": 100, "delay_ms": 20, "runs": 2}, command="run.py", machine=MACHINE)
     rows = {r["contender"]: r for r in report.summarise(results)}
+    table = report.markdown(results, list(rows.values()))
+    assert "| w | soci | 1 (+1 failed) |" in table
+    assert "| w | stargz | 0 (+1 failed) |" in table
     assert rows["overlayfs"]["ready_median_s"] == 11.0
     assert rows["soci"]["vs_overlayfs"] == pytest.approx(3.0 / 11.0)
     assert rows["soci"]["bytes_pct"] == pytest.approx(20.0)
