@@ -80,8 +80,10 @@ def fuse_errors(func: _F) -> _F:
         except pyfuse3.FUSEError:
             raise
         except SociError as exc:
-            log.debug("%s failed: %s", func.__name__, exc)
-            raise pyfuse3.FUSEError(errno_for(exc)) from None
+            code = errno_for(exc)
+            # ENOENT and friends are everyday answers; an EIO means a workload saw a failure: say so at warning
+            log.log(logging.WARNING if code == errno.EIO else logging.DEBUG, "%s failed: %s", func.__name__, exc)
+            raise pyfuse3.FUSEError(code) from None
         except Exception as exc:
             key = (func.__name__, type(exc))
             if key not in _logged_unexpected:
