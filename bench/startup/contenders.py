@@ -243,10 +243,32 @@ def accessed_files(bench: Bench, w: Workload, repo: str) -> list[str]:
     for line in trace.read_text(errors="replace").splitlines():
         m = re.search(r'(?:openat\([^,]+, |open\(|execve\()"([^"]+)"', line)
         if m and "= -1" not in line and m.group(1).startswith("/"):
-            path = m.group(1)
-            if (rootfs / path.lstrip("/")).is_file() and not (rootfs / path.lstrip("/")).is_symlink():
-                found[path] = None
+            resolved = _resolve_in(rootfs, m.group(1))
+            if resolved is not None:
+                found[resolved] = None
     return list(found)
+
+
+def _resolve_in(rootfs: Path, path: str) -> str | None:
+    """``path`` as a regular file of the image, symlinks followed inside ``rootfs`` (libraries are opened by
+    their soname links, and only the target's bytes are in the layer); None for anything else."""
+    current = "/"
+    parts = [p for p in path.split("/") if p]
+    for _ in range(64):  # symlink hops
+        if not parts:
+            break
+        part = parts.pop(0)
+        candidate = os.path.normpath(os.path.join(current, part))
+        host = rootfs / candidate.lstrip("/")
+        if host.is_symlink():
+            target = os.readlink(host)
+            parts = [p for p in target.split("/") if p] + parts
+            current = "/" if target.startswith("/") else current
+        else:
+            current = candidate
+    else:
+        return None
+    return current if (rootfs / current.lstrip("/")).is_file() and not parts else None
 
 
 class Stargz(Contender):

@@ -21,6 +21,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "startup"
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
+import contenders  # noqa: E402
 import images  # noqa: E402
 import report  # noqa: E402
 import run  # noqa: E402
@@ -84,3 +85,18 @@ def test_summary_ratios_against_the_full_pull() -> None:
     assert rows["soci"]["vs_overlayfs"] == pytest.approx(3.0 / 11.0)
     assert rows["soci"]["bytes_pct"] == pytest.approx(20.0)
     assert rows["soci"]["peak_rss_mib"] == 4.0
+
+
+def test_prefetch_paths_follow_symlinks_inside_the_image(tmp_path: Path) -> None:
+    lib = tmp_path / "usr" / "lib"
+    lib.mkdir(parents=True)
+    (lib / "libx.so.1.2.3").write_bytes(b"elf")
+    (lib / "libx.so.1").symlink_to("libx.so.1.2.3")
+    (tmp_path / "lib").symlink_to("usr/lib")
+    (tmp_path / "abs").symlink_to("/usr/lib/libx.so.1")  # absolute: resolved in the image, not on the host
+    assert contenders._resolve_in(tmp_path, "/lib/libx.so.1") == "/usr/lib/libx.so.1.2.3"
+    assert contenders._resolve_in(tmp_path, "/abs") == "/usr/lib/libx.so.1.2.3"
+    assert contenders._resolve_in(tmp_path, "/usr/lib") is None
+    assert contenders._resolve_in(tmp_path, "/missing") is None
+    (tmp_path / "loop").symlink_to("loop")
+    assert contenders._resolve_in(tmp_path, "/loop") is None
