@@ -377,7 +377,7 @@ class Containerd2(ContainerdServer):
     pass to proxy snapshotters. Its ctr and runc shim come from the same build."""
 
     def __init__(self, workdir: Path) -> None:
-        super().__init__(workdir, binary=str(CONTAINERD2_BIN / "containerd"))
+        super().__init__(workdir, bin_dir=CONTAINERD2_BIN)
 
     def config_text(self) -> str:
         text = super().config_text().replace("version = 2", "version = 3", 1)
@@ -385,30 +385,6 @@ class Containerd2(ContainerdServer):
             '"io.containerd.grpc.v1.cri"]',
             '"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime"]',
         )
-
-    def start(self) -> Containerd2:
-        saved = os.environ["PATH"]
-        os.environ["PATH"] = f"{CONTAINERD2_BIN}{os.pathsep}{saved}"  # containerd finds the 2.x shim first
-        try:
-            super().start()
-        finally:
-            os.environ["PATH"] = saved
-        return self
-
-    def ctr(
-        self, *args: str, check: bool = True, timeout: float = 300.0, input_text: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(CONTAINERD2_BIN / "ctr"), "-a", self.address, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            input=input_text,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise RuntimeError(f"ctr {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
-        return result
 
 
 class UpstreamSoci(SociLazy):

@@ -154,32 +154,8 @@ class Containerd2Server(ContainerdServer):
     """
 
     def __init__(self, workdir: Path, *, proxy_plugins: dict[str, Path], roots: dict[str, Path]) -> None:
-        super().__init__(workdir, proxy_plugins=proxy_plugins, binary=str(CONTAINERD2_BIN / "containerd"))
+        super().__init__(workdir, proxy_plugins=proxy_plugins, bin_dir=CONTAINERD2_BIN)
         self.roots = roots
-
-    def start(self) -> Containerd2Server:
-        saved = os.environ["PATH"]
-        os.environ["PATH"] = f"{CONTAINERD2_BIN}{os.pathsep}{saved}"  # inherited by containerd only
-        try:
-            super().start()
-        finally:
-            os.environ["PATH"] = saved
-        return self
-
-    def ctr(
-        self, *args: str, check: bool = True, timeout: float = 300.0, input_text: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(CONTAINERD2_BIN / "ctr"), "-a", self.address, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            input=input_text,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise RuntimeError(f"ctr {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
-        return result
 
     def config_text(self) -> str:
         lines = [

@@ -64,11 +64,14 @@ class ContainerdServer:
         proxy_plugins: Mapping[str, Path] | None = None,
         log_level: str = "info",
         binary: str = "containerd",
+        bin_dir: Path | None = None,
     ) -> None:
+        """``bin_dir``: take containerd, ctr and the runc shim from there (another containerd build)."""
         self.workdir = workdir
         self.proxy_plugins = dict(proxy_plugins or {})
         self.log_level = log_level
-        self.binary = binary
+        self.bin_dir = bin_dir
+        self.binary = str(bin_dir / "containerd") if bin_dir is not None else binary
         self._process: subprocess.Popen[bytes] | None = None
         # unix socket paths are limited to ~104 bytes, and test directories are long
         self.socket_dir = Path(tempfile.mkdtemp(prefix="ctrd-"))
@@ -115,12 +118,16 @@ class ContainerdServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "containerd.toml"
         config.write_text(self.config_text())
+        env = None
+        if self.bin_dir is not None:  # containerd finds that build's runc shim first
+            env = {**os.environ, "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
         with self.log_path.open("ab") as log_file:
             self._process = subprocess.Popen(
                 [self.binary, "--config", str(config)],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env=env,
             )
         deadline = time.monotonic() + _START_TIMEOUT_SEC
         while time.monotonic() < deadline:
@@ -136,8 +143,9 @@ class ContainerdServer:
         self, *args: str, check: bool = True, timeout: float = 300.0, input_text: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         """Run ``ctr -a <socket> ARGS``; with ``check``, a failure raises with ctr's stderr in the message."""
+        ctr = str(self.bin_dir / "ctr") if self.bin_dir is not None else "ctr"
         result = subprocess.run(
-            ["ctr", "-a", self.address, *args],
+            [ctr, "-a", self.address, *args],
             capture_output=True,
             text=True,
             timeout=timeout,
