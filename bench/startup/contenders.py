@@ -121,7 +121,9 @@ class Contender:
         return daemon.log_path.read_text(errors="replace") if isinstance(daemon, SnapshotterProcess) else ""
 
     def _run_until_ready(self, containerd: ContainerdServer, ref: str, w: Workload, timeout: float) -> str:
-        args = [self.ctr_command, "-a", containerd.address, "run", "--snapshotter", self.snapshotter, ref, "bench"]
+        # runc keeps its state per host, not per containerd: a fixed ID collides with any other run on the machine
+        container_id = f"bench-{os.getpid()}-{time.monotonic_ns()}"
+        args = [self.ctr_command, "-a", containerd.address, "run", "--snapshotter", self.snapshotter, ref, container_id]
         args += w.command
         process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         assert process.stdout is not None
