@@ -17,12 +17,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import flatbuffers
-
 from soci.formats._fbs.ztoc.Ztoc import Ztoc as FbZtoc
 from soci.formats.tar import TocBuilder
 from soci.formats.ztoc import FileMetadata, Ztoc
 from soci.formats.ztoc_codec import marshal_ztoc, unmarshal_ztoc
+from soci.testing.ztoc_reference import marshal_with_builder
 
 TARGET_SEC = 3.0
 
@@ -58,71 +57,6 @@ def synthetic_ztoc(count: int, seed: int = 1) -> Ztoc:
                 entries=tuple(entries), compression_algorithm="gzip", max_span_id=spans - 1,
                 span_digests=tuple("sha256:" + f"{i:064x}" for i in range(spans)),
                 checkpoints=bytes(12 + 32785 * spans))
-
-
-def runtime_builder_marshal(z: Ztoc) -> bytes:
-    """Baseline: upstream's call sequence on the flatbuffers package's Builder."""
-    b = flatbuffers.Builder(0)
-    version = b.CreateString(z.version)
-    tool = b.CreateString(z.build_tool_identifier)
-    offsets = [0] * len(z.entries)
-    for i in range(len(z.entries) - 1, -1, -1):
-        e = z.entries[i]
-        s = [b.CreateString(x) for x in (e.name, e.type.encode(), e.linkname, e.uname, e.gname, e.mod_time.encode())]
-        xattrs = []
-        for key, value in e.pax_records:
-            k, v = b.CreateString(key), b.CreateString(value)
-            b.StartObject(2)
-            b.PrependUOffsetTRelativeSlot(0, k, 0)
-            b.PrependUOffsetTRelativeSlot(1, v, 0)
-            xattrs.append(b.EndObject())
-        b.StartVector(4, len(xattrs), 4)
-        for x in reversed(xattrs):
-            b.PrependUOffsetTRelative(x)
-        xv = b.EndVector()
-        b.StartObject(14)
-        b.PrependUOffsetTRelativeSlot(0, s[0], 0)
-        b.PrependUOffsetTRelativeSlot(1, s[1], 0)
-        b.PrependInt64Slot(2, e.uncompressed_offset, 0)
-        b.PrependInt64Slot(3, e.uncompressed_size, 0)
-        b.PrependUOffsetTRelativeSlot(4, s[2], 0)
-        b.PrependInt64Slot(5, e.mode, 0)
-        b.PrependUint32Slot(6, e.uid, 0)
-        b.PrependUint32Slot(7, e.gid, 0)
-        b.PrependUOffsetTRelativeSlot(8, s[3], 0)
-        b.PrependUOffsetTRelativeSlot(9, s[4], 0)
-        b.PrependUOffsetTRelativeSlot(10, s[5], 0)
-        b.PrependInt64Slot(11, e.devmajor, 0)
-        b.PrependInt64Slot(12, e.devminor, 0)
-        b.PrependUOffsetTRelativeSlot(13, xv, 0)
-        offsets[i] = b.EndObject()
-    b.StartVector(4, len(offsets), 4)
-    for o in reversed(offsets):
-        b.PrependUOffsetTRelative(o)
-    metadata = b.EndVector()
-    b.StartObject(1)
-    b.PrependUOffsetTRelativeSlot(0, metadata, 0)
-    toc = b.EndObject()
-    checkpoints = b.CreateByteVector(z.checkpoints)
-    digests = [b.CreateString(d) for d in z.span_digests]
-    b.StartVector(4, len(digests), 4)
-    for o in reversed(digests):
-        b.PrependUOffsetTRelative(o)
-    dv = b.EndVector()
-    b.StartObject(4)
-    b.PrependInt32Slot(1, z.max_span_id, 0)
-    b.PrependUOffsetTRelativeSlot(2, dv, 0)
-    b.PrependUOffsetTRelativeSlot(3, checkpoints, 0)
-    info = b.EndObject()
-    b.StartObject(6)
-    b.PrependUOffsetTRelativeSlot(0, version, 0)
-    b.PrependUOffsetTRelativeSlot(1, tool, 0)
-    b.PrependUOffsetTRelativeSlot(4, toc, 0)
-    b.PrependInt64Slot(2, z.compressed_archive_size, 0)
-    b.PrependInt64Slot(3, z.uncompressed_archive_size, 0)
-    b.PrependUOffsetTRelativeSlot(5, info, 0)
-    b.Finish(b.EndObject())
-    return bytes(b.Output())
 
 
 def generated_accessors_read(data: bytes) -> int:
@@ -168,12 +102,12 @@ def main() -> None:
 
     z = synthetic_ztoc(n)
     data = marshal_ztoc(z)
-    assert data == runtime_builder_marshal(z), "fast marshal diverged from the runtime builder"
+    assert data == marshal_with_builder(z), "fast marshal diverged from the runtime builder"
     assert unmarshal_ztoc(data) == z
     print(f"synthetic zTOC: {n} entries, {len(data):,} bytes (best of {args.repeat})")
 
     ours = best(args.repeat, lambda: marshal_ztoc(z))
-    base = best(args.repeat, lambda: runtime_builder_marshal(z))
+    base = best(args.repeat, lambda: marshal_with_builder(z))
     print(f"marshal    ours {ours:6.3f} s  {n / ours:9,.0f} entries/s | flatbuffers Builder {base:6.3f} s | "
           f"speed-up x{base / ours:.2f} | {ours / TARGET_SEC:.2f} of the {TARGET_SEC:.0f} s target")
 
