@@ -213,6 +213,44 @@ class SociPrefetch(SociLazy):
         return ["--prefetch-files-json", str(listing)]
 
 
+class SociLoadOrder(SociLazy):
+    """The lazy path plus the workload's load order document (LOD), recorded once through containerd with the
+    daemon in recording mode (unshaped, untimed), pushed as a referrer of the image, selected at pull time with
+    ``soci image rpull --load-order`` and replayed by the daemon when the layers mount."""
+
+    name = "soci+lod"
+    tag = "soci-lod"
+    lod_name = "bench"
+
+    def prepare(self, bench: Bench, w: Workload, repo: str) -> None:
+        super().prepare(bench, w, repo)
+        record = bench.work / f"record-{repo.replace('/', '_')}"
+        shutil.rmtree(record, ignore_errors=True)
+        daemon = SnapshotterProcess(record / "daemon", log_level="info", config="[load_order]\nrecord = true\n")
+        with daemon:
+            try:
+                with ContainerdServer(record / "containerd", proxy_plugins={"soci": daemon.socket}) as containerd:
+                    out = sh(
+                        SOCI, "--root", str(daemon.root), "--address", containerd.address, "load-order", "record",
+                        "--plain-http", "--name", self.lod_name, "--ready-line", w.ready, "--timeout", "600",
+                        "-o", str(record / "lod.json"), "--push", f"{bench.registry.host}/{repo}:{self.tag}",
+                        "--", *w.command,
+                    )  # fmt: skip
+                    containerd.stop()
+            finally:
+                daemon.stop(signal.SIGINT)
+        print(next((ln for ln in out.splitlines() if ln.startswith("recorded ")), out.strip()[-300:]), flush=True)
+        shutil.rmtree(record, ignore_errors=True)
+
+    def pull(self, containerd: ContainerdServer, ref: str) -> None:
+        sh(SOCI, "--address", containerd.address, "image", "rpull", "--plain-http", "--load-order", self.lod_name, ref)
+
+    def check_lazy(self, daemon_log: str) -> None:
+        super().check_lazy(daemon_log)
+        if "replayed on layer" not in daemon_log:
+            raise RuntimeError(f"{self.name}: the daemon replayed no load order")
+
+
 class SociSmallSpans(SociLazy):
     """The lazy path with 1 MiB spans instead of 4 MiB: fewer bytes fetched around each small read."""
 
@@ -414,5 +452,5 @@ class UpstreamSoci(SociLazy):
 
 
 CONTENDERS: dict[str, type[Contender]] = {
-    c.name: c for c in (Overlayfs, SociLazy, SociPrefetch, Stargz, UpstreamSoci, SociSmallSpans)
+    c.name: c for c in (Overlayfs, SociLazy, SociPrefetch, SociLoadOrder, Stargz, UpstreamSoci, SociSmallSpans)
 }

@@ -113,16 +113,12 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     results["summary"] = rows
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (out / "results.md").write_text(markdown(results, rows, notes=(out / "notes.md").exists()))
-    python = str(PLOT_PYTHON) if PLOT_PYTHON.exists() else sys.executable
+    subprocess.run(["bash", str(HERE / "setup.sh")], check=True)
     done = subprocess.run(
-        [python, str(HERE / "chart.py"), str(out / "results.json"), str(out / "results.png")], check=False
+        [str(PLOT_PYTHON), str(HERE / "chart.py"), str(out / "results.json"), str(out / "results.png")], check=False
     )
     if done.returncode != 0:
-        print(
-            "report: no chart (matplotlib missing? run: python3 -m venv bench/startup/.cache/plot-venv && "
-            "bench/startup/.cache/plot-venv/bin/pip install matplotlib)",
-            file=sys.stderr,
-        )
+        raise SystemExit(f"report: chart.py failed ({done.returncode}); results.json and results.md are written")
 
 
 if __name__ == "__main__":

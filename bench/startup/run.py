@@ -7,7 +7,7 @@ Images are built offline and cached (bench/startup/images.py), pushed to a local
 each contender (untimed), then every run starts each contender from nothing (fresh containerd and snapshotter
 state, page cache dropped), contenders alternating. Registry traffic passes a delaying proxy and an htb class
 (see network.py); the achieved bandwidth and latency are measured and printed first. Writes results.json,
-results.md and results.png (the chart needs matplotlib: bench/startup/.cache/plot-venv, see chart.py).
+results.md and results.png (chart.py runs in the benchmark's own venv, made by setup.sh from requirements.lock).
 Needs root, containerd, runc, docker-registry, skopeo, pigz, umoci, strace; stargz needs build_stargz.sh first.
 """
 
@@ -101,6 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     workloads = [WORKLOADS[name] for name in args.workloads.split(",") if name]
     contenders: list[Contender] = [CONTENDERS[name]() for name in args.contenders.split(",") if name]
+    subprocess.run(["bash", str(Path(__file__).resolve().parent / "setup.sh")], check=True)
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     layouts = {w.name: build_image(w) for w in workloads}

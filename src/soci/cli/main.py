@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -9,20 +10,40 @@ import click
 
 from soci import __version__
 from soci.cli._common import GlobalOptions
-from soci.cli.convert import convert
-from soci.cli.create import create
-from soci.cli.image import image
-from soci.cli.index import index
-from soci.cli.load_order import load_order
-from soci.cli.mount import mount
-from soci.cli.prefetch import prefetch
-from soci.cli.push import push
-from soci.cli.rebuild_db import rebuild_db
-from soci.cli.ztoc import ztoc
 from soci.store import DEFAULT_ROOT
 
+_COMMANDS = {
+    "convert": "soci.cli.convert:convert",
+    "create": "soci.cli.create:create",
+    "image": "soci.cli.image:image",
+    "push": "soci.cli.push:push",
+    "index": "soci.cli.index:index",
+    "mount": "soci.cli.mount:mount",
+    "ztoc": "soci.cli.ztoc:ztoc",
+    "prefetch": "soci.cli.prefetch:prefetch",
+    "rebuild-db": "soci.cli.rebuild_db:rebuild_db",
+    "load-order": "soci.cli.load_order:load_order",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _LazyGroup(click.Group):
+    """Imports a subcommand's module only when that subcommand runs: ``soci image rpull`` sits on the container
+    start path, and importing every command (FUSE, gRPC, the index builder) cost it about a second."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-v", prog_name="soci")
 @click.option(
     "--address", "-a", envvar="CONTAINERD_ADDRESS", default="/run/containerd/containerd.sock",
@@ -49,18 +70,6 @@ def cli(
     ctx.obj = GlobalOptions(
         root=root, address=address, namespace=namespace, timeout=timeout, debug=debug, content_store=content_store
     )
-
-
-cli.add_command(convert)
-cli.add_command(create)
-cli.add_command(image)
-cli.add_command(push)
-cli.add_command(index)
-cli.add_command(mount)
-cli.add_command(ztoc)
-cli.add_command(prefetch)
-cli.add_command(rebuild_db)
-cli.add_command(load_order)
 
 
 def main() -> None:
