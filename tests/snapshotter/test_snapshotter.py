@@ -48,9 +48,11 @@ class RecordingMetrics:
     modes: list[tuple[str, str]] = field(default_factory=list)
     counts: list[str] = field(default_factory=list)
     observed: list[str] = field(default_factory=list)
+    observed_layers: list[tuple[str, str]] = field(default_factory=list)
 
     def observe(self, operation: str, layer: str, seconds: float) -> None:
         self.observed.append(operation)
+        self.observed_layers.append((operation, layer))
 
     def count(self, operation: str, layer: str = "") -> None:
         self.counts.append(operation)
@@ -158,6 +160,7 @@ class Harness:
     snapshotter: Snapshotter
     metrics: RecordingMetrics
     resolver: RegistryResolver
+    remote: SociRemoteFS
 
 
 Make = Callable[..., Awaitable[Harness]]
@@ -185,12 +188,13 @@ async def make(tmp_path: Path) -> AsyncIterator[Make]:
             options=SnapshotterOptions(min_layer_size=min_layer_size),
             metrics=metrics,
         )
-        harness = Harness(snapshotter, metrics, resolver)
+        harness = Harness(snapshotter, metrics, resolver, remote)
         made.append(harness)
         return harness
 
     yield build
     for harness in made:
+        await harness.remote.aclose()
         await harness.snapshotter.aclose(unmount=True)
         await harness.resolver.aclose()
 
@@ -231,6 +235,24 @@ async def test_indexed_layer_becomes_a_remote_snapshot(make: Make, images: dict[
     await sn.remove(labels[lb.TARGET_SNAPSHOT_REF])
     assert system.mountpoints_under(sn.snapshots_dir) == []
     assert list(sn.snapshots_dir.iterdir()) == []
+
+
+async def test_upper_layers_ztocs_are_fetched_while_a_lower_layer_mounts(make: Make, images: dict[str, Image]) -> None:
+    harness: Harness = await make()
+    sn, image = harness.snapshotter, images["indexed"]
+    lower, upper = (layer.descriptor().digest for layer in image.layers)
+    with pytest.raises(AlreadyExists):
+        await sn.prepare("k0", "", image.labels(0))
+    fetch_of = harness.metrics.observed_layers.count
+    for _ in range(200):  # the upper zTOC arrives in the background
+        if fetch_of((m.OP_ZTOC_FETCH, upper)):
+            break
+        await asyncio.sleep(0.02)
+    assert fetch_of((m.OP_ZTOC_FETCH, lower)) == 1 and fetch_of((m.OP_ZTOC_FETCH, upper)) == 1
+    with pytest.raises(AlreadyExists):
+        await sn.prepare("k1", image.labels(0)[lb.TARGET_SNAPSHOT_REF], image.labels(1))
+    assert fetch_of((m.OP_ZTOC_FETCH, upper)) == 1, "the upper layer's mount fetched its zTOC a second time"
+    assert len(system.mountpoints_under(sn.snapshots_dir)) == 2
 
 
 async def test_layer_without_ztoc_is_unpacked_locally(make: Make, images: dict[str, Image]) -> None:

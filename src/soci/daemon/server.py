@@ -223,6 +223,7 @@ class Daemon:
             soci_v2=config.pull_modes.soci_v2.enable,
             metrics=metrics,
         )
+        self._closers.append(remote.aclose)
         userxattr = system.needs_userxattr()
         unpack_dir = self.root / "unpack"
         shutil.rmtree(unpack_dir, ignore_errors=True)  # staged downloads of a previous run

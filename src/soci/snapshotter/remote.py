@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol, TypeVar
 
-from soci.errors import DataLoss, FormatError, NoIndexError, NotFound, NoZtocError, Unavailable
+from soci.errors import DataLoss, FormatError, NoIndexError, NotFound, NoZtocError, SociError, Unavailable
 from soci.formats import soci_index as si
 from soci.formats.oci import INDEX_MEDIA_TYPES, Descriptor, Manifest
 from soci.index.discover import discover_index, fetch_index
@@ -43,6 +43,12 @@ CONTEXT_CACHE_ENTRIES: Final = 256
 """Images whose SOCI lookup is remembered (upstream keeps one per image manifest for the daemon's life)."""
 ZTOC_CACHE_ENTRIES: Final = 16
 """zTOC blobs kept after a mount, for the next layers of the same image and for re-mounts."""
+ZTOC_PREFETCH_CONCURRENCY: Final = 3
+"""zTOCs of the layers above the one being mounted fetched at once, lowest layer first."""
+ZTOC_PREFETCH_MAX: Final = 128
+"""zTOC fetches started ahead and not yet claimed by a mount; beyond this none are started."""
+ZTOC_PREFETCH_TTL_SEC: Final = 600.0
+"""An unclaimed zTOC fetched ahead (a pull that stopped half way) is dropped after this long."""
 
 
 class RemoteFS(Protocol):
@@ -158,6 +164,8 @@ class SociRemoteFS:
         self._contexts: OrderedDict[tuple[str, str, str], _ImageContext] = OrderedDict()
         self._context_locks = KeyedLocks()
         self._ztocs: OrderedDict[str, bytes] = OrderedDict()
+        self._ahead: dict[str, tuple[float, asyncio.Task[bytes]]] = {}
+        self._ahead_limit = asyncio.Semaphore(ZTOC_PREFETCH_CONCURRENCY)
 
     async def resolve(self, source: LayerSource) -> RemoteLayer:
         """Look up the layer's index and zTOC (cached per image manifest and per zTOC)."""
@@ -171,14 +179,17 @@ class SociRemoteFS:
         if ztoc_descriptor is None:
             raise NoZtocError(f"no ztoc for layer {source.layer_digest} in SOCI index {context.index_digest}")
         client = self._resolver.client(parse_reference(source.image_ref).domain)
+        self._fetch_upper_ztocs(client, context, source.layer_digest)
         ztoc = _lru_get(self._ztocs, ztoc_descriptor.digest)
+        if ztoc is None:
+            ztoc = await self._claim_ahead(ztoc_descriptor.digest)
         if ztoc is None:
             ztoc = await self._timed(
                 m.OP_ZTOC_FETCH,
                 source.layer_digest,
                 client.get_blob(context.repo, ztoc_descriptor.digest, ztoc_descriptor.size),
             )
-            _lru_put(self._ztocs, ztoc_descriptor.digest, ztoc, ZTOC_CACHE_ENTRIES)
+        _lru_put(self._ztocs, ztoc_descriptor.digest, ztoc, ZTOC_CACHE_ENTRIES)
         return RemoteLayer(
             source=source,
             client=client,
@@ -190,6 +201,54 @@ class SociRemoteFS:
             index_digest=context.index_digest,
             manifest=context.manifest,
         )
+
+    def _fetch_upper_ztocs(self, client: RegistryClient, context: _ImageContext, layer_digest: str) -> None:
+        """Start fetching the zTOCs of the layers above ``layer_digest``.
+
+        containerd prepares an image's layers one after another, bottom up, and each waits for its zTOC. A
+        layer being prepared means no layer above it is on this node either (their chain IDs include it), so
+        these zTOCs will be asked for next: fetching them now overlaps their transfer with the mounts below.
+        """
+        assert context.index is not None
+        now = self._clock()
+        for digest in [d for d, (t, _) in self._ahead.items() if now - t > ZTOC_PREFETCH_TTL_SEC]:
+            self._ahead.pop(digest)[1].cancel()
+        layers = [d.digest for d in context.manifest.layers or ()]
+        if layer_digest not in layers:
+            return
+        for upper in layers[layers.index(layer_digest) + 1 :]:
+            descriptor = context.index.ztoc_for_layer(upper)
+            if descriptor is None or descriptor.digest in self._ahead or descriptor.digest in self._ztocs:
+                continue
+            if len(self._ahead) >= ZTOC_PREFETCH_MAX:
+                return
+            task = asyncio.get_running_loop().create_task(
+                self._fetch_ahead(client, context.repo, upper, descriptor), name=f"soci-ztoc-ahead-{upper}"
+            )
+            task.add_done_callback(_retrieve)
+            self._ahead[descriptor.digest] = (now, task)
+
+    async def _fetch_ahead(self, client: RegistryClient, repo: str, layer: str, descriptor: Descriptor) -> bytes:
+        async with self._ahead_limit:
+            return await self._timed(m.OP_ZTOC_FETCH, layer, client.get_blob(repo, descriptor.digest, descriptor.size))
+
+    async def _claim_ahead(self, ztoc_digest: str) -> bytes | None:
+        """The zTOC fetched ahead, or None (not started, or failed: the caller fetches it itself)."""
+        entry = self._ahead.pop(ztoc_digest, None)
+        if entry is None:
+            return None
+        try:
+            return await asyncio.shield(entry[1])
+        except (SociError, OSError) as exc:
+            log.info("zTOC %s fetched ahead failed (%s); fetching it again", ztoc_digest, exc)
+            return None
+
+    async def aclose(self) -> None:
+        """Cancel the zTOC fetches started ahead."""
+        ahead, self._ahead = self._ahead, {}
+        for _, task in ahead.values():
+            task.cancel()
+        await asyncio.gather(*(task for _, task in ahead.values()), return_exceptions=True)
 
     async def mount(self, mountpoint: Path, source: LayerSource) -> None:
         start = self._clock()
@@ -257,6 +316,12 @@ class SociRemoteFS:
         result = await work
         self._metrics.observe(operation, layer, self._clock() - start)
         return result
+
+
+def _retrieve(task: asyncio.Task[bytes]) -> None:
+    """Mark a fetched-ahead task's exception as seen: a failure is handled by whoever claims it (or nobody)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _lru_get(cache: OrderedDict[K, V], key: K) -> V | None:
