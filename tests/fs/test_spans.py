@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -150,6 +151,32 @@ async def test_registry_failure_fails_the_read_and_a_later_read_succeeds(
         await manager.read(start, end)
     assert manager.state(0) is SpanState.UNREQUESTED
     assert await manager.read(start, end) == gz_layer.tar[start:end]
+
+
+async def test_fetch_returns_when_the_bytes_arrive_not_when_they_are_inflated(
+    gz_layer: BuiltLayer, tmp_path: Path
+) -> None:
+    gate = threading.Event()
+    with ThreadPoolExecutor(1) as one_thread:
+        blocked = one_thread.submit(gate.wait)  # nothing can be verified, inflated or cached until the gate opens
+        blob = MemoryBlob(gz_layer.blob)
+        manager = _manager(gz_layer, blob, DirectorySpanCache(tmp_path), one_thread)
+        await asyncio.wait_for(manager.fetch(2, 3), 10)
+        assert len(blob.reads) == 1 and {manager.state(2), manager.state(3)} == {SpanState.REQUESTED}
+        await manager.fetch(2, 3)  # in flight already: no second request
+        assert len(blob.reads) == 1
+        gate.set()
+        blocked.result()
+        await manager.wait_idle()
+        assert {manager.state(2), manager.state(3)} == {SpanState.UNCOMPRESSED}
+        start, end = manager.uncompressed_range(2)[0], manager.uncompressed_range(3)[1]
+        assert await manager.read(start, end) == gz_layer.tar[start:end]
+        assert len(blob.reads) == 1
+        blob.fail_next = 1
+        with pytest.raises(Unavailable):
+            await manager.fetch(5, 5)
+        assert manager.state(5) is SpanState.UNREQUESTED
+        await manager.aclose()
 
 
 async def test_slow_blob_times_out(gz_layer: BuiltLayer, tmp_path: Path, executor: ThreadPoolExecutor) -> None:

@@ -191,6 +191,8 @@ class SpanManager:
         self._uend = [zinfo.end_uncompressed_offset(i, uncompressed_size) for i in range(count)]
         self._states = [SpanState.UNREQUESTED] * count
         self._inflight: dict[int, asyncio.Future[SpanBytes | None]] = {}
+        self._arrivals: dict[int, asyncio.Future[None]] = {}
+        """Per span being fetched: resolved when its run's compressed bytes have arrived."""
         self._cache_loads: dict[int, asyncio.Future[SpanBytes | None]] = {}
         self._advised = bytearray(count)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -259,6 +261,18 @@ class SpanManager:
         """Make spans ``first..last`` UNCOMPRESSED (prefetch): returns once they are in the cache."""
         await self._ensure(first, last)
         await self.wait_idle()
+
+    async def fetch(self, first: int, last: int) -> None:
+        """Start making spans ``first..last`` UNCOMPRESSED; return once their compressed bytes have arrived.
+
+        For a caller that orders fetches (a load order replay): its next request can go out while these spans
+        are verified, inflated and cached, so the link never waits for the CPU. A fetch that fails raises
+        here; a span that then fails verification is left UNREQUESTED, and the next read fetches it again.
+        """
+        self._start(range(first, last + 1))
+        arrivals = {id(f): f for i in range(first, last + 1) if (f := self._arrivals.get(i)) is not None}
+        if arrivals:
+            await asyncio.gather(*(asyncio.shield(f) for f in arrivals.values()))
 
     async def prefetch_compressed(self, span_id: int) -> bool:
         """Background fetch: cache the span's compressed bytes. False when there was nothing to do."""
@@ -383,10 +397,13 @@ class SpanManager:
                 waits.append((i, self._register(i)))
                 self._spawn(self._inflate_fetched(i))
         for run in self._runs(fetch):
+            arrival: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            arrival.add_done_callback(_retrieve)
             for i in run:
                 self._transition(i, SpanState.REQUESTED)
                 waits.append((i, self._register(i)))
-            self._spawn(self._fetch_run(run))
+                self._arrivals[i] = arrival
+            self._spawn(self._fetch_run(run, arrival))
         return waits
 
     def _runs(self, ids: list[int]) -> list[list[int]]:
@@ -409,18 +426,25 @@ class SpanManager:
             # whoever waits for the span got the error through its future; nobody waits for the task
             log.debug("%s: background span work failed: %s", self.name, task.exception())
 
-    async def _fetch_run(self, run: list[int]) -> None:
+    async def _fetch_run(self, run: list[int], arrival: asyncio.Future[None]) -> None:
         """Fetch spans ``run`` (REQUESTED, adjacent) in one request, then finish each on its own."""
         first, last = run[0], run[-1]
         try:
             data = await self._fetch(first, last)
         except BaseException as exc:
             for i in run:
+                self._arrivals.pop(i, None)
                 self._transition(i, SpanState.UNREQUESTED)
                 self._settle(i, exc)
+            if not arrival.done():
+                arrival.set_exception(exc if isinstance(exc, Exception) else Unavailable(f"{self.name}: cancelled"))
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
+        for i in run:
+            self._arrivals.pop(i, None)
+        if not arrival.done():
+            arrival.set_result(None)
         view = memoryview(data)
         base = self._cstart[first]
         await asyncio.gather(

@@ -2,10 +2,11 @@
 
 One ``ReplayScheduler`` per daemon holds the runs of every layer being replayed in one queue ordered by
 first access time (``time_ms``), across layers: the link is usually the bottleneck, so a few requests in
-flight, in the order the workload will need them, deliver each span soonest. Workers load (fetch, verify,
-inflate, cache) one run at a time; a FUSE read needing a span that is not loaded yet fetches it at once
-(the span manager shares one fetch between the two). The background fetcher is held while runs are
-queued. Failures are logged and skipped: a replay never fails a mount.
+flight, in the order the workload will need them, deliver each span soonest. Each worker fetches one run at
+a time and sends the next request as soon as the bytes are in (verification, inflation and caching go on
+behind it); a FUSE read needing a span that is not loaded yet fetches it at once (the span manager shares
+one fetch between the two). The background fetcher is held while runs are queued. Failures are logged and
+skipped: a replay never fails a mount.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class ReplayScheduler:
         self._heap: list[tuple[int, int, int, int, _Job]] = []  # (time_ms, seq, first, last, job)
         self._seq = itertools.count()
         self._workers: set[asyncio.Task[None]] = set()
+        self._finishing: set[asyncio.Task[None]] = set()
 
     def add(self, layer: Layer, segments: Sequence[Segment], *, name: str = "") -> asyncio.Future[ReplayResult]:
         """Queue the spans ``segments`` need; the future resolves when they are all loaded (or failed)."""
@@ -139,13 +141,19 @@ class ReplayScheduler:
         while self._heap:
             _, _, first, last, job = heapq.heappop(self._heap)
             try:
-                await job.layer.spans.load(first, last)
+                # only the transfer is waited for: the next request goes out while these spans are inflated
+                await job.layer.spans.fetch(first, last)
             except (SociError, OSError) as exc:
                 job.failed += 1
                 log.warning("load order %s: layer %s spans %d-%d: %s", job.name, job.layer.digest, first, last, exc)
             job.pending -= 1
             if not job.pending:
-                self._finish(job)
+                self._finishing.add(task := asyncio.get_running_loop().create_task(self._settle(job)))
+                task.add_done_callback(self._finishing.discard)
+
+    async def _settle(self, job: _Job) -> None:
+        await job.layer.spans.wait_idle()
+        self._finish(job)
 
     def _finish(self, job: _Job) -> None:
         result = ReplayResult(job.name, job.layer.digest, job.plan.span_count, job.failed, job.plan.missing,
@@ -157,9 +165,10 @@ class ReplayScheduler:
 
     async def aclose(self) -> None:
         self._heap.clear()
-        for task in list(self._workers):
+        tasks = [*self._workers, *self._finishing]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*list(self._workers), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def replay(
