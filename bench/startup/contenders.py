@@ -7,12 +7,14 @@ load-order documents) are more subclasses registered in ``CONTENDERS``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -273,12 +275,26 @@ def accessed_files(bench: Bench, w: Workload, repo: str) -> list[str]:
         sh("umoci", "raw", "unpack", "--image", f"{images.build_image(w)}:latest", str(tmp))
         tmp.rename(rootfs)
     trace = bench.work / "strace.txt"
-    subprocess.run(
+    # servers (postgres) never exit: stop the traced process group at the ready line, or after 10 minutes
+    traced = subprocess.Popen(
         ["strace", "-f", "-qq", "-e", "trace=open,openat,execve", "-o", str(trace), "chroot", str(rootfs), *w.command],
-        capture_output=True,
-        timeout=600,
-        check=False,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
+    timer = threading.Timer(600, os.killpg, (traced.pid, signal.SIGKILL))
+    timer.start()
+    try:
+        assert traced.stdout is not None
+        for raw in traced.stdout:
+            if w.ready in raw.decode(errors="replace"):
+                break
+    finally:
+        timer.cancel()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(traced.pid, signal.SIGKILL)
+        traced.wait()
     found: dict[str, None] = {}
     for line in trace.read_text(errors="replace").splitlines():
         m = re.search(r'(?:openat\([^,]+, |open\(|execve\()"([^"]+)"', line)
