@@ -274,6 +274,9 @@ def accessed_files(bench: Bench, w: Workload, repo: str) -> list[str]:
         tmp.parent.mkdir(parents=True, exist_ok=True)
         sh("umoci", "raw", "unpack", "--image", f"{images.build_image(w)}:latest", str(tmp))
         tmp.rename(rootfs)
+    # the workloads write only under /tmp (postgres: its new cluster); start from the image's empty /tmp
+    for leftover in (rootfs / "tmp").iterdir():
+        shutil.rmtree(leftover) if leftover.is_dir() and not leftover.is_symlink() else leftover.unlink()
     trace = bench.work / "strace.txt"
     # servers (postgres) never exit: stop the traced process group at the ready line, or after 10 minutes
     traced = subprocess.Popen(
