@@ -1,6 +1,6 @@
-"""Bar chart of median time-to-ready (p90 as error bar) per workload and contender.
+"""Bar charts of median time-to-ready (p90 as error bar), one panel per workload with its own scale.
 
-python chart.py results.json results.png   (a python with matplotlib, e.g. bench/startup/.cache/plot-venv)
+python chart.py results.json results.png   (run by report.py in the benchmark's venv, see setup.sh)
 """
 
 from __future__ import annotations
@@ -13,38 +13,41 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from report import CONTENDER_ORDER
 
 
 def main(source: Path, target: Path) -> None:
     results = json.loads(source.read_text())
     rows = [r for r in results["summary"] if r["runs"]]
-    workloads = sorted({r["workload"] for r in rows})
-    contenders = list(dict.fromkeys(r["contender"] for r in rows))
-    width = 0.8 / max(1, len(contenders))
-    fig, ax = plt.subplots(figsize=(2.2 + 2.2 * len(workloads), 4.2))
-    for j, contender in enumerate(contenders):
-        xs, medians, errors, pulls = [], [], [], []
-        for i, workload in enumerate(workloads):
-            row = next((r for r in rows if r["workload"] == workload and r["contender"] == contender), None)
-            if row is None:
-                continue
-            xs.append(i + (j - (len(contenders) - 1) / 2) * width)
-            medians.append(row["ready_median_s"])
-            errors.append(row["ready_p90_s"] - row["ready_median_s"])
-            pulls.append(row["pull_median_s"])
-        bars = ax.bar(xs, medians, width, yerr=[[0] * len(errors), errors], capsize=3, label=contender)
-        ax.bar(xs, pulls, width, color="black", alpha=0.25)
+    present = {r["workload"] for r in rows}
+    workloads = [w for w in results["workloads"] if w in present]
+    order = list(CONTENDER_ORDER)
+    contenders = sorted({r["contender"] for r in rows}, key=lambda c: (order.index(c) if c in order else len(order), c))
+    colours = {c: f"C{i}" for i, c in enumerate(contenders)}
+    # one panel per workload: a 2-minute full pull of the 1 GB image would flatten a 1-second shell start
+    fig, axes = plt.subplots(1, len(workloads), figsize=(1.2 + 2.3 * len(workloads), 4.0), squeeze=False)
+    for ax, workload in zip(axes[0], workloads, strict=True):
+        cells = [r for c in contenders for r in rows if r["workload"] == workload and r["contender"] == c]
+        xs = list(range(len(cells)))
+        medians = [r["ready_median_s"] for r in cells]
+        errors = [r["ready_p90_s"] - r["ready_median_s"] for r in cells]
+        bars = ax.bar(xs, medians, 0.8, yerr=[[0] * len(errors), errors], capsize=3,
+                      color=[colours[r["contender"]] for r in cells])  # fmt: skip
+        ax.bar(xs, [r["pull_median_s"] for r in cells], 0.8, color="black", alpha=0.25)
         ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+        ax.set_title(workload, fontsize=9)
+        ax.set_xticks([])
+        ax.margins(y=0.12)
+    axes[0][0].set_ylabel("seconds from pull start to ready line")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[c]) for c in contenders]
+    fig.legend(handles, contenders, loc="lower center", ncol=len(contenders), fontsize=8, frameon=False)
     s, net = results["settings"], results.get("network", {})
-    ax.set_xticks(range(len(workloads)), workloads)
-    ax.set_ylabel("seconds from pull start to ready line")
-    ax.set_title(
+    fig.suptitle(
         f"Container startup, {net.get('bandwidth_mbit', s['mbit'])} Mbit/s + "
-        f"{net.get('added_latency_ms', s['delay_ms'])} ms (median, p90 whisker; dark = pull)",
+        f"{net.get('added_latency_ms', s['delay_ms'])} ms per request (median, p90 whisker; dark = pull)",
         fontsize=9,
     )
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(target, dpi=110)
 
 

@@ -7,11 +7,16 @@ import math
 import statistics
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PLOT_PYTHON = HERE / ".cache" / "plot-venv" / "bin" / "python"
+
+
+CONTENDER_ORDER = ("overlayfs", "soci", "soci+prefetch", "soci+lod", "soci-1MiB-spans", "upstream", "stargz")
+"""Table order: the baseline, ours from plain to most informed, then the others."""
 
 
 def p90(values: list[float]) -> float:
@@ -33,6 +38,7 @@ def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
     baselines = {
         wl: statistics.median(r["ready_s"] for r in runs) for (wl, c), runs in groups.items() if c == "overlayfs"
     }
+    lazy = {wl: statistics.median(r["ready_s"] for r in runs) for (wl, c), runs in groups.items() if c == "soci"}
     for (workload, contender), runs in groups.items():
         ready = [r["ready_s"] for r in runs]
         compressed = results["workloads"][workload]["compressed_bytes"]
@@ -48,6 +54,7 @@ def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "ready_median_s": median_ready,
                 "ready_p90_s": p90(ready),
                 "vs_overlayfs": median_ready / baselines[workload] if workload in baselines else None,
+                "speedup_vs_soci": lazy[workload] / median_ready if workload in lazy else None,
                 "bytes_at_ready": fetched,
                 "bytes_pct": 100.0 * fetched / compressed,
                 "peak_rss_mib": statistics.median(r["peak_rss_kib"] for r in runs) / 1024,
@@ -57,6 +64,10 @@ def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
         if (workload, contender) not in groups:
             rows.append({"workload": workload, "contender": contender, "runs": 0, "failed": count})
     return rows
+
+
+def _rank(order: Sequence[str], name: str) -> tuple[int, str]:
+    return (order.index(name) if name in order else len(order), name)
 
 
 def markdown(results: dict[str, Any], rows: list[dict[str, Any]], notes: bool = False) -> str:
@@ -70,18 +81,20 @@ def markdown(results: dict[str, Any], rows: list[dict[str, Any]], notes: bool = 
         "contenders alternating. Times in seconds from the start of the pull; *ready* = the workload's ready line.",
         "",
         "| workload | contender | runs | pull (median) | ready (median) | ready (p90) | vs overlayfs "
-        "| blob bytes by ready | peak RSS (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| speed-up vs soci | blob bytes by ready | peak RSS (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(rows, key=lambda r: (r["workload"], r["contender"])):
+    workloads = list(results["workloads"])
+    for r in sorted(rows, key=lambda r: (_rank(workloads, r["workload"]), _rank(CONTENDER_ORDER, r["contender"]))):
         runs = f"{r['runs']} (+{r['failed']} failed)" if r["failed"] else str(r["runs"])
         if not r["runs"]:
-            lines.append(f"| {r['workload']} | {r['contender']} | {runs} |  |  |  |  |  |  |")
+            lines.append(f"| {r['workload']} | {r['contender']} | {runs} |  |  |  |  |  |  |  |")
             continue
         ratio = f"{r['vs_overlayfs']:.2f}x" if r["vs_overlayfs"] is not None else "-"
+        speedup = f"{r['speedup_vs_soci']:.2f}x" if r["speedup_vs_soci"] is not None else "-"
         lines.append(
             f"| {r['workload']} | {r['contender']} | {runs} | {r['pull_median_s']:.2f} | "
-            f"**{r['ready_median_s']:.2f}** | {r['ready_p90_s']:.2f} | {ratio} | "
+            f"**{r['ready_median_s']:.2f}** | {r['ready_p90_s']:.2f} | {ratio} | {speedup} | "
             f"{r['bytes_at_ready'] / 1e6:.1f} MB ({r['bytes_pct']:.0f} %) | {r['peak_rss_mib']:.0f} |"
         )
     if notes:

@@ -85,6 +85,8 @@ def test_summary_ratios_against_the_full_pull() -> None:
     assert rows["soci"]["vs_overlayfs"] == pytest.approx(3.0 / 11.0)
     assert rows["soci"]["bytes_pct"] == pytest.approx(20.0)
     assert rows["soci"]["peak_rss_mib"] == 4.0
+    assert rows["overlayfs"]["speedup_vs_soci"] == pytest.approx(3.0 / 11.0)
+    assert table.index("| w | overlayfs |") < table.index("| w | soci |") < table.index("| w | stargz |")
 
 
 def test_prefetch_paths_follow_symlinks_inside_the_image(tmp_path: Path) -> None:
