@@ -23,7 +23,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Snapshotte
     workdir = tmp_path_factory.mktemp("stack")
     daemon = SnapshotterProcess(workdir / "daemon").start()
     try:
-        with ContainerdServer(workdir / "containerd", proxy_plugins={"soci": daemon.socket}) as containerd:
+        # debug: containerd logs each garbage collection, which test_removed_snapshots_leave_no_directories needs
+        plugins = {"soci": daemon.socket}
+        with ContainerdServer(workdir / "containerd", proxy_plugins=plugins, log_level="debug") as containerd:
             yield daemon, containerd
     finally:
         daemon.stop(signal.SIGINT)
