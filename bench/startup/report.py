@@ -121,12 +121,17 @@ def markdown(results: dict[str, Any], rows: list[dict[str, Any]], notes: bool = 
     return "\n".join(lines)
 
 
+def ensure_venv() -> None:
+    """The benchmark's own venv (matplotlib for chart.py; run.py's image builds use its pip)."""
+    subprocess.run(["bash", str(HERE / "setup.sh")], check=True)
+
+
 def write_report(results: dict[str, Any], out: Path) -> None:
+    """Summary, table and chart (the venv must exist: ``ensure_venv``)."""
     rows = summarise(results)
     results["summary"] = rows
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (out / "results.md").write_text(markdown(results, rows, notes=(out / "notes.md").exists()))
-    subprocess.run(["bash", str(HERE / "setup.sh")], check=True)
     done = subprocess.run(
         [str(PLOT_PYTHON), str(HERE / "chart.py"), str(out / "results.json"), str(out / "results.png")], check=False
     )
@@ -136,4 +141,5 @@ def write_report(results: dict[str, Any], out: Path) -> None:
 
 if __name__ == "__main__":
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parents[1] / "docs" / "benchmarks" / "results.json"
+    ensure_venv()
     write_report(json.loads(path.read_text()), path.parent)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contenders import CONTENDERS, Bench, Contender, Timing
 from images import build_image, compressed_size
 from network import DelayProxy, HtbShaper, measure
-from report import write_report
+from report import ensure_venv, write_report
 from workloads import WORKLOADS
 
 from soci.testing.registry_server import RegistryServer
@@ -101,7 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     workloads = [WORKLOADS[name] for name in args.workloads.split(",") if name]
     contenders: list[Contender] = [CONTENDERS[name]() for name in args.contenders.split(",") if name]
-    subprocess.run(["bash", str(Path(__file__).resolve().parent / "setup.sh")], check=True)
+    ensure_venv()
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     layouts = {w.name: build_image(w) for w in workloads}

@@ -34,6 +34,7 @@ from soci.fs.reader import FileReader
 from soci.fs.spans import RecentSpans, SpanManager, SpanStatistics, check_span_table
 from soci.fs.tree import LayerTree
 from soci.fs.ztoc_reader import ZtocInfo, load_ztoc
+from soci.futures import mark_retrieved
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ class LayerResolver:
                 break
             await asyncio.shield(pending)
         future: asyncio.Future[Layer] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        future.add_done_callback(mark_retrieved)
         self._opening[key] = future
         try:
             layer = await self._open(request)

@@ -21,6 +21,7 @@ from soci.formats.tar import BLOCK_SIZE, TocBuilder
 from soci.formats.ztoc import TYPE_REG, FileMetadata
 from soci.fs.spans import SpanManager
 from soci.fs.tree import PERMISSION_BITS, LayerTree, clean_name
+from soci.futures import mark_retrieved
 
 _ZEROS = memoryview(bytes(1 << 20))
 _END_OF_ARCHIVE = bytes(2 * BLOCK_SIZE)
@@ -69,7 +70,7 @@ class FileReader:
         pending = self._verifying.get(ino)
         if pending is None:
             pending = asyncio.get_running_loop().create_future()
-            pending.add_done_callback(lambda f: f.cancelled() or f.exception())
+            pending.add_done_callback(mark_retrieved)
             self._verifying[ino] = pending
             try:
                 await self._check_header(ino)

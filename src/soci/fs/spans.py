@@ -33,6 +33,7 @@ from soci.codec.zran import inflate_span_into
 from soci.errors import DataLoss, FailedPrecondition, FormatError, SociError, SpanDigestMismatch, Unavailable
 from soci.formats.zinfo import GzipZinfo, TarZinfo
 from soci.fs.blob import BlobReader
+from soci.futures import mark_retrieved
 
 log = logging.getLogger(__name__)
 
@@ -270,9 +271,9 @@ class SpanManager:
         here; a span that then fails verification is left UNREQUESTED, and the next read fetches it again.
         """
         self._start(range(first, last + 1))
-        arrivals = {id(f): f for i in range(first, last + 1) if (f := self._arrivals.get(i)) is not None}
+        arrivals = {f for i in range(first, last + 1) if (f := self._arrivals.get(i)) is not None}
         if arrivals:
-            await asyncio.gather(*(asyncio.shield(f) for f in arrivals.values()))
+            await asyncio.gather(*(asyncio.shield(f) for f in arrivals))
 
     async def prefetch_compressed(self, span_id: int) -> bool:
         """Background fetch: cache the span's compressed bytes. False when there was nothing to do."""
@@ -347,7 +348,7 @@ class SpanManager:
 
     def _register(self, span_id: int) -> asyncio.Future[SpanBytes | None]:
         future: asyncio.Future[SpanBytes | None] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_retrieve)
+        future.add_done_callback(mark_retrieved)
         self._inflight[span_id] = future
         return future
 
@@ -398,7 +399,7 @@ class SpanManager:
                 self._spawn(self._inflate_fetched(i))
         for run in self._runs(fetch):
             arrival: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            arrival.add_done_callback(_retrieve)
+            arrival.add_done_callback(mark_retrieved)
             for i in run:
                 self._transition(i, SpanState.REQUESTED)
                 waits.append((i, self._register(i)))
@@ -588,7 +589,7 @@ class SpanManager:
         if pending is not None:
             return await asyncio.shield(pending)
         future: asyncio.Future[SpanBytes | None] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_retrieve)
+        future.add_done_callback(mark_retrieved)
         self._cache_loads[span_id] = future
         try:
             data = await self._in_thread(self._cache.get, uncompressed_key(span_id))
@@ -635,8 +636,3 @@ class SpanManager:
             raise FormatError(f"{self.name}: span {span_id} inflated to {made} bytes, want {length}")
         return out
 
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark a shared future's exception as seen: readers that gave up must not make asyncio log it."""
-    if not future.cancelled():
-        future.exception()

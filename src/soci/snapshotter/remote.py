@@ -26,6 +26,7 @@ from typing import Final, Protocol, TypeVar
 from soci.errors import DataLoss, FormatError, NoIndexError, NotFound, NoZtocError, SociError, Unavailable
 from soci.formats import soci_index as si
 from soci.formats.oci import INDEX_MEDIA_TYPES, Descriptor, Manifest
+from soci.futures import mark_retrieved
 from soci.index.discover import discover_index, fetch_index
 from soci.registry import RegistryClient, parse_reference
 from soci.snapshotter import metrics as m
@@ -225,7 +226,7 @@ class SociRemoteFS:
             task = asyncio.get_running_loop().create_task(
                 self._fetch_ahead(client, context.repo, upper, descriptor), name=f"soci-ztoc-ahead-{upper}"
             )
-            task.add_done_callback(_retrieve)
+            task.add_done_callback(mark_retrieved)
             self._ahead[descriptor.digest] = (now, task)
 
     async def _fetch_ahead(self, client: RegistryClient, repo: str, layer: str, descriptor: Descriptor) -> bytes:
@@ -316,12 +317,6 @@ class SociRemoteFS:
         result = await work
         self._metrics.observe(operation, layer, self._clock() - start)
         return result
-
-
-def _retrieve(task: asyncio.Task[bytes]) -> None:
-    """Mark a fetched-ahead task's exception as seen: a failure is handled by whoever claims it (or nobody)."""
-    if not task.cancelled():
-        task.exception()
 
 
 def _lru_get(cache: OrderedDict[K, V], key: K) -> V | None:
