@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from e2e_images import EXPECTED_OUTPUT, SCRIPT, convert, push_image
-from e2e_stack import HERE, Stack, needs_stack, stack_running
+from e2e_stack import FUSE_MOUNTER, HERE, Stack, needs_stack, stack_running
 
 from soci.snapshotter import system
 from soci.testing.registry_server import RegistryServer
@@ -30,6 +30,16 @@ def lazy_stack(registry: RegistryServer, tmp_path: Path) -> Iterator[tuple[Stack
     with stack_running(tmp_path / "stack", registry) as stack:
         src = push_image(registry, tmp_path, "restart/app", f"s{os.getpid()}", seed=201)
         image = convert(tmp_path / "soci", src, f"s{os.getpid()}-soci")
+        stack.rpull(image.ref)
+        yield stack, image.ref
+
+
+@pytest.fixture
+def fuse_stack(registry: RegistryServer, tmp_path: Path) -> Iterator[tuple[Stack, str]]:
+    """The stack with the real lazy filesystem (one FUSE mount, a bind of it per remote snapshot)."""
+    with stack_running(tmp_path / "stack", registry, mounter=FUSE_MOUNTER) as stack:
+        src = push_image(registry, tmp_path, "restart/fuse", f"f{os.getpid()}", seed=202)
+        image = convert(tmp_path / "soci", src, f"f{os.getpid()}-soci")
         stack.rpull(image.ref)
         yield stack, image.ref
 
@@ -90,4 +100,19 @@ def test_dead_mounts_and_leftovers_from_a_crash_are_repaired(lazy_stack: tuple[S
     remaining = _remote_mounts(stack)
     assert len(remaining) == 3 and _all_readable(remaining)
     assert not leftover.exists()
+    assert stack.run(ref, "/bin/sh", "-c", SCRIPT) == EXPECTED_OUTPUT
+
+
+def test_kill9_then_restart_on_the_real_fuse_mounter(fuse_stack: tuple[Stack, str]) -> None:
+    stack, ref = fuse_stack
+    fuse_dir = stack.daemon.root / "soci" / "fuse"
+    assert system.is_mountpoint(fuse_dir) and len(_remote_mounts(stack)) == 3
+    assert stack.daemon.stop(signal.SIGKILL) is not None  # a crash: the FUSE mount and its binds are dead
+    with pytest.raises(OSError):
+        os.listdir(fuse_dir)
+    stack.restart_daemon()  # same flags, no manual step
+    assert any("dead FUSE mount" in str(e.get("msg")) for e in stack.daemon.log_entries(since_start=True))
+    remaining = _remote_mounts(stack)
+    assert len(remaining) == 3 and _all_readable(remaining)
+    assert system.mountpoints().count(fuse_dir) == 1
     assert stack.run(ref, "/bin/sh", "-c", SCRIPT) == EXPECTED_OUTPUT

@@ -28,6 +28,7 @@ from soci.config.config import Config
 from soci.daemon import mounters, systemd
 from soci.daemon.metrics import MetricsServer, Registry, SnapshotterMetrics
 from soci.errors import FailedPrecondition, InvalidArgument
+from soci.fs.mount import clean_dead_mounts
 from soci.registry import TransportOptions
 from soci.snapshotter import system
 from soci.snapshotter.local import LocalUnpacker
@@ -178,6 +179,9 @@ class Daemon:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         log.info("starting soci-snapshotter-grpc", extra={"version": __version__, "root": str(self.root)})
+        # before anything else looks under the root: a crashed run's dead FUSE mounts fail every path
+        # operation on them (ENOTCONN)
+        await asyncio.to_thread(clean_dead_mounts, self.root)
         snapshotter_root = self.root / "snapshotter"
         for setting in unsupported_settings(config):
             log.warning("ignoring unsupported setting %s", setting)

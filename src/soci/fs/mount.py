@@ -18,11 +18,13 @@ connected``) before a new mount starts.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -69,8 +71,10 @@ class LazyMount:
         global _active
         if _active is not None:
             raise FailedPrecondition(f"this process already serves a FUSE mount at {_active.mountpoint}")
-        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        # first: a crashed run's dead mount makes every path operation on the directory, mkdir too,
+        # fail with ENOTCONN
         clean_stale_mounts([self.mountpoint])
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
         pyfuse3.asyncio.enable()
         # no max_read option: pyfuse3's init handler cannot announce it, and libfuse refuses a mismatch;
         # the kernel's limit is max_pages (1 MiB with libfuse 3.14), reached through read_ahead_kb
@@ -269,3 +273,56 @@ def clean_stale_mounts(paths: Iterable[Path]) -> list[Path]:
         except Unavailable as exc:
             log.warning("%s", exc)
     return done
+
+
+DEAD_PROBE_TIMEOUT_SEC = 5.0
+_DEAD_ERRNOS = (errno.ENOTCONN, errno.ECONNABORTED)
+# statvfs always asks the FUSE server (no attribute cache answers it): a dead connection fails at once
+_PROBE = "import os, sys\ntry:\n    os.statvfs(sys.argv[1])\nexcept OSError as e:\n    sys.exit(e.errno)\n"
+
+
+def is_dead_fuse_mount(point: Path) -> bool:
+    """True when ``point`` is a FUSE mount whose server is gone (ENOTCONN).
+
+    The probe runs in a child process: on a mount whose connection is held but not served, the call would
+    block, and only a killed process gets out of that wait. Such a mount counts as alive.
+    """
+    try:
+        result = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", _PROBE, str(point)], capture_output=True, timeout=DEAD_PROBE_TIMEOUT_SEC
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return result.returncode in _DEAD_ERRNOS
+
+
+def clean_dead_mounts(root: Path) -> list[Path]:
+    """Detach the dead FUSE mounts at or below ``root`` (deepest first), leaving live mounts alone.
+
+    After a crash of the process serving them, the FUSE mount and every bind of it fail each path
+    operation with ENOTCONN, so this runs before anything else touches ``root``.
+    """
+    target = Path(os.path.abspath(root))
+    found = [
+        point for point, kind in mounts()
+        if kind.startswith("fuse") and (point == target or target in point.parents)
+    ]  # fmt: skip
+    done = []
+    for point in sorted(set(found), key=lambda p: len(p.parts), reverse=True):
+        if not is_dead_fuse_mount(point):
+            continue
+        log.warning("detaching dead FUSE mount at %s", point)
+        while any(p == point for p, _ in mounts()):  # stacked mounts: each one is dead
+            if not _detach(point):
+                break
+        done.append(point)
+    return done
+
+
+def _detach(point: Path) -> bool:
+    try:
+        unmount(point, fuse=True)
+    except Unavailable as exc:
+        log.warning("%s", exc)
+        return False
+    return True
