@@ -33,6 +33,7 @@ from soci.snapshotter.metastore import Kind, SqliteMetaStore
 from soci.snapshotter.remote import LayerMounter, RemoteLayer, SociRemoteFS
 from soci.snapshotter.resolver import RegistryResolver
 from soci.snapshotter.snapshotter import Snapshotter, SnapshotterOptions
+from soci.testing.fault_proxy import Fault, FaultProxy
 from soci.testing.images import Layer, gzip_layer, random_tree_tar, write_oci_layout
 from soci.testing.registry_server import RegistryServer, registry_available
 
@@ -171,7 +172,11 @@ async def make(tmp_path: Path) -> AsyncIterator[Make]:
     made: list[Harness] = []
 
     async def build(
-        mounter: LayerMounter | None = None, *, mount_timeout_sec: float = 30.0, min_layer_size: int = 0
+        mounter: LayerMounter | None = None,
+        *,
+        mount_timeout_sec: float = 30.0,
+        min_layer_size: int = 0,
+        restore_retry_sec: float = 0.5,
     ) -> Harness:
         root = tmp_path / "root"
         resolver = RegistryResolver(transport_options=TransportOptions(max_retries=1, min_wait_msec=5))
@@ -185,7 +190,9 @@ async def make(tmp_path: Path) -> AsyncIterator[Make]:
             SqliteMetaStore(root / "snapshotter" / "metadata.db"),
             remote,
             local=local,
-            options=SnapshotterOptions(min_layer_size=min_layer_size),
+            options=SnapshotterOptions(
+                min_layer_size=min_layer_size, restore_retry_min_sec=restore_retry_sec, restore_retry_max_sec=1.0
+            ),
             metrics=metrics,
         )
         harness = Harness(snapshotter, metrics, resolver, remote)
@@ -340,3 +347,30 @@ async def test_lost_mount_is_restored_on_use_and_at_start(make: Make, images: di
     await sn.restore()
     assert system.is_mountpoint(mounted)
     assert os.listdir(mounted)
+
+
+async def test_registry_outage_at_restart_defers_remote_snapshots(
+    make: Make, images: dict[str, Image], registry: RegistryServer
+) -> None:
+    async with FaultProxy(f"http://{registry.host}") as proxy:
+        harness: Harness = await make(restore_retry_sec=0.05)
+        sn, image = harness.snapshotter, images["indexed"]
+        base = image.labels(0)
+        base[lb.CRI_IMAGE_REF] = image.ref.replace(registry.host, proxy.host)
+        with pytest.raises(AlreadyExists):
+            await sn.prepare("k-base", "", base)
+        (mounted,) = system.mountpoints_under(sn.snapshots_dir)
+        system.unmount_all(mounted)  # as after a crash
+        outage = Fault("status", match="/v2/", times=10**6, status=503)
+        proxy.add(outage)
+        await sn.restore()  # does not raise: the layer waits for its registry
+        assert not system.is_mountpoint(mounted)
+        refused = len(proxy.seen)
+        async with asyncio.timeout(60):
+            while len(proxy.seen) < refused + 2:  # retried in the background while the registry is down
+                await asyncio.sleep(0.02)
+            assert not system.is_mountpoint(mounted)
+            outage.times = 0  # the registry answers again
+            while not system.is_mountpoint(mounted):
+                await asyncio.sleep(0.02)
+        assert _names(mounted) == _tar_names(image.layers[0])

@@ -64,6 +64,9 @@ class SnapshotterOptions:
     """Start even if a remote snapshot cannot be mounted again; it is retried when used."""
     userxattr: bool | None = None
     """Add ``userxattr`` to overlay mounts; None detects it."""
+    restore_retry_min_sec: float = 0.5
+    restore_retry_max_sec: float = 30.0
+    """Backoff bounds for remote snapshots whose registry was unavailable at start (``restore``)."""
 
 
 class Snapshotter:
@@ -92,6 +95,7 @@ class Snapshotter:
         self._metrics = metrics or m.NullMetrics()
         self._target_locks = KeyedLocks()
         self._remote_locks = KeyedLocks()
+        self._restorer: asyncio.Task[None] | None = None
 
     # ---- paths ----------------------------------------------------------------------------------------
 
@@ -191,30 +195,68 @@ class Snapshotter:
         """Bring the mounts back in line with the database after a restart (or crash).
 
         Orphan directories go; any mount left on a non-remote snapshot goes; every committed remote
-        snapshot is checked and, if its mount is missing or dead, mounted again.
+        snapshot is checked and, if its mount is missing or dead, mounted again (all at once: each may
+        wait up to ``mount_timeout_sec`` for its registry). A remote snapshot that fails with
+        ``Unavailable`` (its registry is down or unreachable) does not keep the daemon down: it is mounted
+        again in the background, with capped exponential backoff, or by the first request that uses it.
 
         Raises:
-            Unavailable: a remote snapshot could not be mounted again and
+            Unavailable: a remote snapshot could not be mounted again for another reason and
                 ``allow_invalid_mounts_on_restart`` is off (upstream refuses to start then).
         """
         await self.cleanup()
         with self._ms.transaction(writable=False) as tx:
             snapshots = list(tx.walk())
+        remote = [(i, info) for i, info in snapshots if _is_remote(info)]
         for snapshot_id, info in snapshots:
             upper = self.upper_path(snapshot_id)
-            if _is_remote(info):
+            if not _is_remote(info) and system.mountpoints_under(upper):
+                log.info("removing stale mount on snapshot %s", info.name)
+                await asyncio.to_thread(system.unmount_all, upper)
+        results = await asyncio.gather(*(self._ensure_remote(i, info) for i, info in remote), return_exceptions=True)
+        deferred = []
+        for (snapshot_id, info), result in zip(remote, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, SociError):
+                raise result
+            if result is None:
+                continue
+            if isinstance(result, Unavailable):
+                log.warning("remote snapshot %s is restored in the background: %s", info.name, result)
+                deferred.append((snapshot_id, info))
+            elif self.options.allow_invalid_mounts_on_restart:
+                log.warning("remote snapshot %s left unmounted; it is retried when used: %s", info.name, result)
+            else:
+                raise Unavailable(f"cannot restore remote snapshot {info.name}: {result}") from result
+        if deferred:
+            self._restorer = asyncio.get_running_loop().create_task(self._restore_later(deferred), name="restore")
+
+    async def _restore_later(self, pending: list[tuple[str, Info]]) -> None:
+        """Mount ``pending`` remote snapshots again until each one works (or is gone from the database)."""
+        delay = self.options.restore_retry_min_sec
+        while pending:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.options.restore_retry_max_sec)
+            with self._ms.transaction(writable=False) as tx:
+                alive = set(tx.ids())
+            still = []
+            for snapshot_id, info in pending:
+                if snapshot_id not in alive:
+                    continue
                 try:
                     await self._ensure_remote(snapshot_id, info)
                 except SociError as exc:
-                    if not self.options.allow_invalid_mounts_on_restart:
-                        raise Unavailable(f"cannot restore remote snapshot {info.name}: {exc}") from exc
-                    log.warning("remote snapshot %s left unmounted; it is retried when used: %s", info.name, exc)
-            elif system.mountpoints_under(upper):
-                log.info("removing stale mount on snapshot %s", info.name)
-                await asyncio.to_thread(system.unmount_all, upper)
+                    log.debug("remote snapshot %s still unavailable: %s", info.name, exc)
+                    still.append((snapshot_id, info))
+                else:
+                    log.info("remote snapshot %s restored", info.name)
+            pending = still
 
     async def aclose(self, *, unmount: bool) -> None:
         """Stop; with ``unmount`` (SIGINT) every remote layer is unmounted, else mounts stay for a restart."""
+        restorer, self._restorer = self._restorer, None
+        if restorer is not None:
+            restorer.cancel()
+            await asyncio.gather(restorer, return_exceptions=True)
         if unmount:
             with self._ms.transaction(writable=False) as tx:
                 snapshots = list(tx.walk())
