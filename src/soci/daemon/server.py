@@ -248,6 +248,9 @@ class Daemon:
         )
         try:
             await snapshotter.restore()
+            restored = getattr(mounter, "restored", None)
+            if restored is not None:
+                await restored()
             await self._serve(snapshotter, registry)
         finally:
             unmount = self.stop_signal == signal.SIGINT

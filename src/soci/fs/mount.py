@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -35,10 +37,24 @@ from soci.errors import FailedPrecondition, InvalidArgument, Unavailable
 from soci.fs.layer import Layer
 from soci.fs.ops import LayerTable, Operations
 from soci.fs.options import FuseOptions
+from soci.fs.session import (
+    FdKeeper,
+    SessionRecord,
+    adopted_init,
+    connection_alive,
+    mount_fuse,
+    notify_resend,
+    read_record,
+    remove_record,
+    session_name,
+    write_record,
+)
 
 log = logging.getLogger(__name__)
 
 READ_AHEAD_KB = 1024
+INIT_BUFFER = 1 << 17
+"""A read from /dev/fuse needs room for the largest request (the kernel refuses less than 8 KiB)."""
 FSNAME = "soci"
 _active: LazyMount | None = None
 
@@ -49,10 +65,21 @@ class LazyMount:
     Use as ``async with LazyMount(path) as mount: mount.add_layer("name", layer)``.
     """
 
-    def __init__(self, mountpoint: Path, fuse: FuseOptions | None = None, *, max_tasks: int = 32) -> None:
+    def __init__(
+        self,
+        mountpoint: Path,
+        fuse: FuseOptions | None = None,
+        *,
+        max_tasks: int = 32,
+        keeper: FdKeeper | None = None,
+    ) -> None:
         self.mountpoint = Path(mountpoint)
         self.table = LayerTable()
         self.operations = Operations(self.table, fuse)
+        self.keeper = keeper
+        """Where the session's descriptor outlives this process (None: the session ends with it)."""
+        self.adopted = False
+        """The session was taken over from a previous process, not mounted by this one."""
         self._max_tasks = max_tasks
         self._main: asyncio.Task[None] | None = None
 
@@ -68,31 +95,107 @@ class LazyMount:
         return self._main is not None
 
     async def start(self) -> None:
+        """Mount, or adopt the session a previous process left with ``keeper``.
+
+        libfuse is given one end of a socket pair as its device (``/dev/fd/N``) and the INIT request on
+        it: the kernel's own for a new mount, the recorded one for an adopted session. While libfuse
+        answers INIT, ``_switch`` puts the real ``/dev/fuse`` descriptor in place under the same number,
+        so the reply goes to the kernel (new mount) or is dropped by it (adopted: it knows no such
+        request), and every later request comes straight from the kernel.
+        """
         global _active
         if _active is not None:
             raise FailedPrecondition(f"this process already serves a FUSE mount at {_active.mountpoint}")
-        # first: a crashed run's dead mount makes every path operation on the directory, mkdir too,
-        # fail with ENOTCONN
-        clean_stale_mounts([self.mountpoint])
-        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        adopted = await asyncio.to_thread(self._adoptable) if self.keeper is not None else None
+        if adopted is None:
+            fd, init = await asyncio.to_thread(self._mount)
+        else:
+            fd, record = adopted
+            init = adopted_init(record.init)
+            self.adopted = True
+            self.operations.expect_layers()
+        device_end, libfuse_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        session_fd = libfuse_end.detach()  # becomes /dev/fuse in _switch; libfuse closes it
+        self.operations.on_init = functools.partial(self._switch, fd, session_fd)
         pyfuse3.asyncio.enable()
         # no max_read option: pyfuse3's init handler cannot announce it, and libfuse refuses a mismatch;
         # the kernel's limit is max_pages (1 MiB with libfuse 3.14), reached through read_ahead_kb
         options = {f"fsname={FSNAME}", "ro", "allow_other", "default_permissions", "suid", "dev"}
         try:
-            pyfuse3.init(self.operations, str(self.mountpoint), options)
+            pyfuse3.init(self.operations, f"/dev/fd/{session_fd}", options)
         except RuntimeError as exc:
+            os.close(fd)
+            os.close(session_fd)
+            device_end.close()
             raise Unavailable(f"cannot mount FUSE at {self.mountpoint}: {exc}") from exc
         _active = self
-        self._main = asyncio.get_running_loop().create_task(self._serve(), name="soci-fuse")
-        # the kernel resets the readahead window when it gets the INIT reply: raise it only after that
-        for _ in range(1000):
-            if self.operations.initialized or self._main.done():
-                break
-            await asyncio.sleep(0.005)
-        await asyncio.sleep(0.005)  # the worker that answered INIT has written the reply by now
-        set_read_ahead(self.mountpoint, READ_AHEAD_KB)
-        log.info("FUSE mounted at %s", self.mountpoint)
+        with device_end:
+            device_end.send(init)
+            self._main = asyncio.get_running_loop().create_task(self._serve(), name="soci-fuse")
+            # the kernel resets the readahead window when it gets the INIT reply: raise it only after that
+            for _ in range(1000):
+                if self.operations.initialized or self._main.done():
+                    break
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.005)  # the worker that answered INIT has written the reply by now
+        if not self.operations.initialized:
+            log.error("libfuse did not answer the INIT request at %s", self.mountpoint)
+        if not self.adopted:
+            set_read_ahead(self.mountpoint, READ_AHEAD_KB)
+        log.info("FUSE %s at %s", "session adopted" if self.adopted else "mounted", self.mountpoint)
+
+    def _mount(self) -> tuple[int, bytes]:
+        """A new mount: its ``/dev/fuse`` descriptor and the kernel's INIT request (recorded for adopters)."""
+        # first: a crashed run's dead mount makes every path operation on the directory, mkdir too,
+        # fail with ENOTCONN
+        clean_stale_mounts([self.mountpoint])
+        if self.keeper is not None:
+            self.keeper.drop(session_name(self.mountpoint))
+            remove_record(self.mountpoint)
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        fd = mount_fuse(self.mountpoint, FSNAME, "allow_other,default_permissions")
+        try:
+            init = os.read(fd, INIT_BUFFER)
+            if self.keeper is not None:
+                devices = [device for point, _, device in _mountinfo() if point == self._target]
+                write_record(self.mountpoint, SessionRecord(devices[-1], init))
+                self.keeper.put(session_name(self.mountpoint), fd)
+        except BaseException:
+            os.close(fd)
+            _force_unmount(self.mountpoint)
+            raise
+        return fd, init
+
+    @property
+    def _target(self) -> Path:
+        return Path(os.path.abspath(self.mountpoint))
+
+    def _adoptable(self) -> tuple[int, SessionRecord] | None:
+        """The kept descriptor of the session still mounted here, if there is one."""
+        assert self.keeper is not None
+        record = read_record(self.mountpoint)
+        devices = [device for point, _, device in _mountinfo() if point == self._target]
+        if record is None or not devices or devices[-1] != record.device:
+            return None
+        fd = self.keeper.take(session_name(self.mountpoint))
+        if fd is None:
+            return None
+        if not connection_alive(fd):
+            os.close(fd)
+            return None
+        return fd, record
+
+    def _switch(self, fd: int, session_fd: int) -> None:
+        """Runs while libfuse answers INIT (see ``start``): from now on libfuse talks to the kernel."""
+        os.dup2(fd, session_fd, inheritable=False)
+        os.close(fd)
+        if self.adopted:
+            notify_resend(session_fd)
+
+    def layers_restored(self) -> None:
+        """Every layer an adopted session served before is back (or never will be): stop holding their
+        requests back."""
+        self.operations.layers_restored()
 
     async def _serve(self) -> None:
         try:
@@ -103,10 +206,10 @@ class LazyMount:
             log.exception("FUSE request loop at %s failed", self.mountpoint)
             raise
 
-    def add_layer(self, name: str, layer: Layer) -> Path:
-        """Expose ``layer`` as ``<mountpoint>/<name>`` and return that path."""
+    def add_layer(self, name: str, layer: Layer, *, slot: int | None = None) -> Path:
+        """Expose ``layer`` as ``<mountpoint>/<name>`` and return that path (``slot``: see ``LayerTable.add``)."""
         check_layer_name(name)
-        self.table.add(os.fsencode(name), layer)
+        self.table.add(os.fsencode(name), layer, slot)
         return self.mountpoint / name
 
     def remove_layer(self, name: str) -> Layer:
@@ -117,8 +220,9 @@ class LazyMount:
     def layers(self) -> dict[str, Layer]:
         return {os.fsdecode(name): e.layer for name, e in self.table.by_name.items()}
 
-    async def aclose(self) -> None:
-        """Stop serving and unmount.
+    async def aclose(self, *, keep: bool = False) -> None:
+        """Stop serving and unmount; with ``keep`` (and a keeper) leave the mount and its session for the
+        next process, which adopts them.
 
         The session is destroyed only once every pyfuse3 worker task has ended: a worker that wakes up
         after ``pyfuse3.close`` dereferences the freed session and crashes the process.
@@ -127,11 +231,17 @@ class LazyMount:
         main, self._main = self._main, None
         if main is None:
             return
+        keep = keep and self.keeper is not None
         try:
             await _terminate()
         except Exception as exc:
             log.warning("cannot stop the FUSE request loop at %s cleanly: %s", self.mountpoint, exc)
         finished = await _wait(main, 10)
+        if not finished and keep:
+            # handlers still wait (for the registry): the next process gets their requests again
+            # (FUSE_NOTIFY_RESEND); this one is about to exit
+            log.warning("FUSE request loop at %s did not stop; leaving it to the next process", self.mountpoint)
+            return
         if not finished:
             # workers stuck in handlers: cut the kernel connection so their reads fail, then wait again
             log.warning("FUSE request loop at %s did not stop; unmounting under it", self.mountpoint)
@@ -143,12 +253,23 @@ class LazyMount:
             log.error("FUSE request loop at %s is stuck; leaving its session allocated", self.mountpoint)
             return
         try:
-            pyfuse3.close(unmount=True)
+            # libfuse did not mount (its device was /dev/fd/N), so it unmounts nothing either
+            pyfuse3.close(unmount=False)
         finally:
             _active = None
-            if is_mount_point(self.mountpoint):
-                await asyncio.to_thread(_force_unmount, self.mountpoint)
-        log.info("FUSE unmounted from %s", self.mountpoint)
+            if not keep:
+                await asyncio.to_thread(self._unmount)
+        if keep:
+            log.info("FUSE session at %s left to the next process", self.mountpoint)
+        else:
+            log.info("FUSE unmounted from %s", self.mountpoint)
+
+    def _unmount(self) -> None:
+        if self.keeper is not None:
+            self.keeper.drop(session_name(self.mountpoint))
+            remove_record(self.mountpoint)
+        if is_mount_point(self.mountpoint):
+            _force_unmount(self.mountpoint)
 
 
 async def _terminate() -> None:
@@ -304,11 +425,14 @@ def clean_dead_mounts(root: Path) -> list[Path]:
     """
     target = Path(os.path.abspath(root))
     found = [
-        point for point, kind in mounts()
+        (point, device) for point, kind, device in _mountinfo()
         if kind.startswith("fuse") and (point == target or target in point.parents)
     ]  # fmt: skip
+    # a session kept for adoption is alive but unserved: a probe would only wait for its timeout; if it
+    # cannot be adopted after all, LazyMount and the snapshotter's restore replace it and its binds
+    kept = {record.device for point, _ in found if (record := read_record(point)) is not None}
     done = []
-    for point in sorted(set(found), key=lambda p: len(p.parts), reverse=True):
+    for point in sorted({p for p, device in found if device not in kept}, key=lambda p: len(p.parts), reverse=True):
         if not is_dead_fuse_mount(point):
             continue
         log.warning("detaching dead FUSE mount at %s", point)

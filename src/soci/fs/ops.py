@@ -13,6 +13,7 @@ FUSEError; anything else would leave the kernel without a reply).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import functools
 import logging
@@ -109,11 +110,17 @@ class LayerTable:
         self.by_name: dict[bytes, MountedLayer] = {}
         self._next_slot = 1
 
-    def add(self, name: bytes, layer: Layer) -> MountedLayer:
+    def add(self, name: bytes, layer: Layer, slot: int | None = None) -> MountedLayer:
+        """Put ``layer`` at ``name``; ``slot`` fixes its inode numbers (a session adopted after a restart
+        must keep the ones the kernel already knows), else the next unused one."""
         if name in self.by_name:
             raise AlreadyExists(f"a layer is already mounted as {name.decode(errors='replace')!r}")
-        entry = MountedLayer(self._next_slot, name, layer)
-        self._next_slot += 1
+        if slot is None:
+            slot = self._next_slot
+        elif not 0 < slot < 1 << (64 - LAYER_SHIFT) or slot in self.by_slot:
+            raise InvalidArgument(f"layer slot {slot} is out of range or taken")
+        entry = MountedLayer(slot, name, layer)
+        self._next_slot = max(self._next_slot, slot + 1)
         self.by_slot[entry.slot] = entry
         self.by_name[name] = entry
         return entry
@@ -141,14 +148,30 @@ class Operations(pyfuse3.Operations):
         super().__init__()
         self.table = table
         self.fuse = fuse or FuseOptions()
-        self._handles: dict[int, tuple[MountedLayer, int]] = {}
-        self._next_handle = 1
         self._started_ns = time.time_ns()
         self.initialized = False
+        self.on_init: Callable[[], None] | None = None
+        """Called while INIT is answered, before the reply is written (``LazyMount`` switches fds there)."""
+        self.adopted = asyncio.Event()
+        self.adopted.set()
 
     def init(self) -> None:
-        """The kernel's INIT request is being answered (before the reply is written)."""
+        """The INIT request is being answered (before the reply is written)."""
+        if self.on_init is not None:
+            self.on_init()
         self.initialized = True
+
+    def expect_layers(self) -> None:
+        """A session adopted from a previous process: requests for layers not back in the table yet wait
+        (until ``layers_restored``) instead of failing with ENOENT."""
+        self.adopted.clear()
+
+    def layers_restored(self) -> None:
+        self.adopted.set()
+
+    async def _arrival(self, inode: int) -> None:
+        if not self.adopted.is_set() and inode >> LAYER_SHIFT and inode >> LAYER_SHIFT not in self.table.by_slot:
+            await self.adopted.wait()
 
     # ---- inode helpers ---------------------------------------------------------------------------------------
 
@@ -200,6 +223,7 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._log("lookup", parent_inode, name)
+        await self._arrival(parent_inode)
         inode = self._child(parent_inode, name)
         if not inode:
             if parent_inode >> LAYER_SHIFT:
@@ -233,11 +257,13 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._log("getattr", inode)
+        await self._arrival(inode)
         return self._attrs(inode)
 
     @fuse_errors
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
         self._log("readlink", inode)
+        await self._arrival(inode)
         entry, local = self._layer(inode)
         tree = entry.layer.tree
         if not local or not stat.S_ISLNK(tree.mode(local)):
@@ -264,6 +290,7 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         self._log("getxattr", inode, name)
+        await self._arrival(inode)
         for key, value in self._xattrs(inode):
             if key == name:
                 return value
@@ -272,6 +299,7 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
         self._log("listxattr", inode)
+        await self._arrival(inode)
         return [key for key, _ in self._xattrs(inode)]
 
     def _xattrs(self, inode: int) -> list[tuple[bytes, bytes]]:
@@ -291,6 +319,7 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         self._log("opendir", inode)
+        await self._arrival(inode)
         if inode not in (ROOT_INODE, STATE_DIR_INODE):
             entry, local = self._layer(inode)
             if not local or not entry.layer.tree.is_dir(local):
@@ -300,6 +329,7 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         self._log("readdir", fh, start_id)
+        await self._arrival(fh)
         if fh == ROOT_INODE:
             # positions are layer slots, which never repeat, so a listing resumes correctly across changes
             for slot in sorted(s for s in self.table.by_slot if s > start_id):
@@ -331,6 +361,7 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         self._log("open", inode, flags)
+        await self._arrival(inode)
         if flags & _WRITE_FLAGS:
             raise pyfuse3.FUSEError(errno.EROFS)
         if inode in (ROOT_INODE, STATE_DIR_INODE):
@@ -338,20 +369,19 @@ class Operations(pyfuse3.Operations):
         entry, local = self._layer(inode)
         if local and not entry.layer.tree.is_regular(local):
             raise pyfuse3.FUSEError(errno.EISDIR if entry.layer.tree.is_dir(local) else errno.EINVAL)
-        handle = self._next_handle
-        self._next_handle += 1
-        self._handles[handle] = (entry, local)
+        # the handle is the inode: nothing to remember, so a daemon adopting this session after a
+        # restart serves the files the kernel already has open
         if not local:
-            return pyfuse3.FileInfo(fh=handle, direct_io=True)  # the state file changes as spans arrive
-        return pyfuse3.FileInfo(fh=handle, keep_cache=True)
+            return pyfuse3.FileInfo(fh=inode, direct_io=True)  # the state file changes as spans arrive
+        return pyfuse3.FileInfo(fh=inode, keep_cache=True)
 
     @fuse_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
         self._log("read", fh, off, size)
-        found = self._handles.get(fh)
-        if found is None:
-            raise pyfuse3.FUSEError(errno.EBADF)
-        entry, local = found
+        await self._arrival(fh)
+        if fh in (ROOT_INODE, STATE_DIR_INODE):
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        entry, local = self._layer(fh)
         layer = entry.layer
         if not local:
             return layer.state_json()[off : off + size]
@@ -364,7 +394,7 @@ class Operations(pyfuse3.Operations):
             raise
 
     async def release(self, fh: int) -> None:
-        self._handles.pop(fh, None)
+        return None
 
     def _log(self, op: str, *args: object) -> None:
         if self.fuse.log_fuse_operations:

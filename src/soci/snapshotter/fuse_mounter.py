@@ -20,6 +20,7 @@ from soci.fs.background import BackgroundFetcher
 from soci.fs.layer import Layer, LayerRequest, LayerResolver
 from soci.fs.mount import LazyMount
 from soci.fs.options import FsOptions
+from soci.fs.session import default_keeper, read_record
 from soci.loadorder.service import LoadOrderOptions, LoadOrderService, MountedImage
 from soci.registry import RemoteBlob, parse_reference
 from soci.snapshotter import system
@@ -41,7 +42,8 @@ class FuseLayerMounter:
     ) -> None:
         self.options = options or FsOptions()
         self._userxattr = userxattr
-        self._lazy = LazyMount(root / "soci" / "fuse", self.options.fuse)
+        fuse_dir = root / "soci" / "fuse"
+        self._lazy = LazyMount(fuse_dir, self.options.fuse, keeper=default_keeper(fuse_dir))
         self._background = BackgroundFetcher(self.options.background_fetch)
         self._resolver = LayerResolver(root, self.options, background=self._background)
         self.load_order = LoadOrderService(root, load_order, background=self._background)
@@ -79,9 +81,13 @@ class FuseLayerMounter:
             prefetch=await self._prefetch_spans(layer),
         )
         opened = await self._resolver.acquire(request)
-        name = f"snapshot-{mountpoint.parent.name}"  # one directory per snapshot (its id)
+        snapshot_id = mountpoint.parent.name
+        name = f"snapshot-{snapshot_id}"  # one directory per snapshot (its id)
+        # the snapshot id (never reused) fixes the layer's inode numbers: after a restart, the adopted
+        # session's kernel side still uses them
+        slot = int(snapshot_id) if snapshot_id.isdigit() and 0 < int(snapshot_id) < 1 << 31 else None
         try:
-            source = self._lazy.add_layer(name, opened)
+            source = self._lazy.add_layer(name, opened, slot=slot)
             try:
                 await asyncio.to_thread(system.bind_mount, source, mountpoint, read_only=True)
             except BaseException:
@@ -123,12 +129,25 @@ class FuseLayerMounter:
         self._lazy.remove_layer(name)
         await self._resolver.release(opened)
 
+    async def restored(self) -> None:
+        """The snapshotter has mounted every remote snapshot it could again (the daemon's start).
+
+        A FUSE session left by the previous process is adopted here at the latest, and requests for
+        layers that did not come back stop waiting (they fail with ENOENT).
+        """
+        if read_record(self._lazy.mountpoint) is not None:
+            await self._start()
+        self._lazy.layers_restored()
+
     async def aclose(self) -> None:
-        """Stop serving: the bind mounts of remote snapshots die with the FUSE mount; the next start
-        of the daemon finds them dead and mounts them again."""
-        for mountpoint in list(self._served):
-            await asyncio.to_thread(system.unmount_all, mountpoint)
+        """Stop serving. While remote snapshots are still mounted (SIGTERM), the FUSE session and the
+        bind mounts stay for the next process, which adopts them: running containers keep reading, their
+        requests wait in the kernel meanwhile. Once none is (SIGINT unmounted them), the mount goes."""
+        keep = bool(self._served)
         self._served.clear()
+        if keep:
+            # first: requests being answered must finish before the layers' readers close
+            await self._lazy.aclose(keep=True)
         await self.load_order.aclose()
         await self._resolver.aclose()
         await self._background.aclose()
