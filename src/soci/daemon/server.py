@@ -25,7 +25,7 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from soci import __version__
-from soci.config.config import Config
+from soci.config.config import Config, ignored_settings
 from soci.daemon import mounters, systemd
 from soci.daemon.metrics import MetricsServer, SnapshotterMetrics, new_registry
 from soci.errors import FailedPrecondition, InvalidArgument
@@ -182,6 +182,8 @@ class Daemon:
         snapshotter_root = self.root / "snapshotter"
         for setting in unsupported_settings(config):
             log.warning("ignoring unsupported setting %s", setting)
+        for setting in ignored_settings(config):
+            log.warning("ignoring setting %s", setting)
         if config.skip_check_snapshotter_supported:
             log.warning("skipped snapshotter is supported check")
         else:
