@@ -1,14 +1,15 @@
-"""Config loading: upstream's keys and defaults, zero-means-default rules, strict unknown keys."""
+"""Config loading: upstream's keys and defaults, zero-means-default rules, unknown keys warned and ignored."""
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from soci.config import default_config, dump_toml, load_config, parse_config
-from soci.config.config import parse_size
+from soci.config.config import IGNORED_KEYS, ignored_settings, parse_size
 from soci.errors import InvalidArgument, NotFound
 
 
@@ -79,10 +80,6 @@ def test_an_upstream_style_file_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "named"),
     [
-        ("no_such_key = 1", "'no_such_key' at the top level"),
-        ("[blob]\nmax_retriess = 1", "'max_retriess' in [blob]"),
-        ("[pull_modes.soci_v3]\nenable = true", "'soci_v3' in [pull_modes]"),
-        ('[resolver.host."r"]\nmirrors = [{hots = "x"}]', "'hots' in [resolver.host.r.mirrors[0]]"),
         ('max_concurrency = "10"', "max_concurrency must be an integer"),
         ("debug = 1", "debug must be a boolean"),
         ('[background_fetch]\ndrop_policy = "random"', "drop_policy"),
@@ -95,6 +92,42 @@ def test_bad_files_are_clear_errors(text: str, named: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
         parse_config(text, "test.toml")
     assert named in str(caught.value) and "test.toml" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("no_such_key = 1", "'no_such_key' at the top level"),
+        ("[blob]\nmax_retriess = 1", "'max_retriess' in [blob]"),
+        ("[pull_modes.soci_v3]\nenable = true", "'soci_v3' in [pull_modes]"),
+        ('[resolver.host."r"]\nmirrors = [{hots = "x"}]', "'hots' in [resolver.host.r.mirrors[0]]"),
+        ('[content_store]\nnamespace = "k8s.io"', "'namespace' in [content_store]"),
+    ],
+)
+def test_unknown_keys_are_warned_once_and_ignored(text: str, named: str, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="soci.config"):
+        config = parse_config("mount_timeout_sec = 7\n" + text, "test.toml")
+    assert config.mount_timeout_sec == 7  # the rest of the file still applies
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [f"test.toml: ignoring unknown key {named}"]
+
+
+def test_upstream_docs_config_loads_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    path = Path(__file__).parent.parent / "data" / "upstream-config.toml"
+    with caplog.at_level(logging.WARNING, logger="soci.config"):
+        config = load_config(path)
+    assert [r.getMessage() for r in caplog.records] == [f"{path}: ignoring unknown key 'namespace' in [content_store]"]
+    assert config.pull_modes.parallel_pull_unpack.decompress_streams["gzip"].args == ["-d", "-c"]
+    assert ignored_settings(config) == []  # the documented defaults: nothing to say
+
+
+def test_ignored_settings_are_named_only_when_set() -> None:
+    assert ignored_settings(default_config()) == []
+    config = parse_config("resolve_result_entry = 5\n[directory_cache]\nsync_add = true\n")
+    assert ignored_settings(config) == [
+        f"resolve_result_entry = 5 ({IGNORED_KEYS['resolve_result_entry']})",
+        f"directory_cache.sync_add = True ({IGNORED_KEYS['directory_cache.sync_add']})",
+    ]
 
 
 def test_missing_file(tmp_path: Path) -> None:

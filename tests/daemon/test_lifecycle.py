@@ -9,12 +9,14 @@ import socket
 import stat
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from soci.containerd.client import ContainerdClient
 from soci.daemon.testing import SnapshotterProcess
+from soci.testing.registry_server import free_port
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root (overlay check)")]
 
@@ -104,3 +106,20 @@ def test_socket_activation(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
     assert process.returncode == 0, process.stderr.read().decode() if process.stderr else ""
+
+
+def test_a_config_copied_from_upstreams_docs_starts_the_daemon(tmp_path: Path) -> None:
+    port = free_port()
+    text = (Path(__file__).parent.parent / "data" / "upstream-config.toml").read_text()
+    text = text.replace('metrics_address = "127.0.0.1:0"', f'metrics_address = "127.0.0.1:{port}"')
+    daemon = SnapshotterProcess(tmp_path, config=text).start()
+    try:
+        assert _stat_missing(daemon.socket)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            assert "# TYPE soci_fs_operation_count counter" in response.read().decode()
+    finally:
+        assert daemon.stop(signal.SIGTERM) == 0
+    warnings = [str(e.get("msg")) for e in daemon.log_entries() if e.get("level") == "warning"]
+    assert [w for w in warnings if "unknown key" in w] == [
+        f"{daemon.workdir / 'config.toml'}: ignoring unknown key 'namespace' in [content_store]"
+    ]

@@ -140,7 +140,8 @@ def test_metrics_report_pull_modes(stack: Stack) -> None:
         content_type = response.headers["Content-Type"]
     assert content_type.startswith("text/plain; version=0.0.4")
     assert 'soci_snapshotter_pull_mode_count{mode="remote"}' in text
-    assert 'soci_fs_operation_duration_milliseconds_bucket{operation_type="mount"' in text
+    assert 'soci_fs_operation_duration_milliseconds_bucket{layer="sha256:' in text
+    assert 'operation_type="mount"' in text
     assert "# TYPE soci_fs_operation_count counter" in text
 
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soci.formats.gotime import format_go_time, parse_go_time
+from soci.formats.gotime import format_go_time, parse_go_duration, parse_go_time
 
 UTC = datetime.UTC
 # 0001-01-01 .. 9999-12-31, the range datetime can check independently
@@ -261,3 +261,31 @@ def test_parse_same_as_go(go_time_oracle: Path) -> None:
         parsed = parse_go_time(t)
         got.append("ERR" if parsed is None else f"{parsed[0]} {parsed[1]}")
     assert got == want
+
+
+# from Go's time/time_test.go parseDurationTests
+@pytest.mark.parametrize(
+    ("text", "nanos"),
+    [
+        ("0", 0), ("5s", 5 * 10**9), ("30s", 30 * 10**9), ("1478s", 1478 * 10**9), ("-5s", -5 * 10**9),
+        ("+5s", 5 * 10**9), ("-0", 0), ("+0", 0), ("5.0s", 5 * 10**9), ("5.6s", 5_600_000_000),
+        ("5.s", 5 * 10**9), (".5s", 500_000_000), ("1.0s", 10**9), ("1.00s", 10**9), ("1.004s", 1_004_000_000),
+        ("100.00100s", 100_001_000_000), ("10ns", 10), ("11us", 11_000), ("12µs", 12_000), ("12μs", 12_000),
+        ("13ms", 13_000_000), ("14s", 14 * 10**9), ("15m", 15 * 60 * 10**9), ("16h", 16 * 3600 * 10**9),
+        ("3h30m", (3 * 3600 + 30 * 60) * 10**9), ("10.5s4m", 4 * 60 * 10**9 + 10_500_000_000),
+        ("-2m3.4s", -(2 * 60 * 10**9 + 3_400_000_000)), ("39h9m14.425s", 140_954_425_000_000),
+        ("52763797000ns", 52_763_797_000), ("0.3333333333333333333h", 20 * 60 * 10**9),
+        ("9007199254740993ns", 9_007_199_254_740_993), ("9223372036854775807ns", (1 << 63) - 1),
+        ("-9223372036854775808ns", -(1 << 63)),
+    ],
+)  # fmt: skip
+def test_parse_go_duration(text: str, nanos: int) -> None:
+    assert parse_go_duration(text) == nanos
+
+
+@pytest.mark.parametrize(
+    "text", ["", "3", "-", "s", ".", "-.", ".s", "+.s", "1d", "\x85\x85", "9223372036854775808ns", "3000000h"]
+)
+def test_parse_go_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="time: "):
+        parse_go_duration(text)

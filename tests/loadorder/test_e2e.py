@@ -102,7 +102,7 @@ def test_record_push_select_replay(stack: Stack, image: BuiltImage, tmp_path: Pa
     assert any(m.startswith("load order greet chosen by label") for m in messages)
     assert any(m.startswith("load order greet replayed on layer") for m in messages)
     with urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=10) as response:
-        assert 'operation_type="load_order_selected",layer="greet (label)"' in response.read().decode()
+        assert 'layer="greet (label)",operation_type="load_order_selected"' in response.read().decode()
 
 
 def test_missing_load_order_is_logged_and_the_container_still_starts(stack: Stack, image: BuiltImage) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from soci import __version__
 from soci.cli._common import GlobalOptions
+from soci.formats.gotime import parse_go_duration
 from soci.store import DEFAULT_ROOT
 
 _COMMANDS = {
@@ -24,6 +27,43 @@ _COMMANDS = {
     "rebuild-db": "soci.cli.rebuild_db:rebuild_db",
     "load-order": "soci.cli.load_order:load_order",
 }
+
+
+log = logging.getLogger("soci.cli")
+
+
+class GoDuration(click.ParamType[float]):
+    """Seconds from a Go duration (``10s``, ``1m30s``, ``500ms``), as upstream's ``--timeout``; a plain number
+    is taken as seconds, as this CLI's ``--timeout`` took before."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        text = str(value).strip()
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        try:
+            seconds = parse_go_duration(text) / 1e9
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if seconds < 0:
+            self.fail(f"{text!r} is negative", param, ctx)
+        return seconds
+
+
+def _setup_logging(debug: bool) -> None:
+    """``--debug``: every logger at debug, to stderr (stdout stays the command's output)."""
+    if not debug:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
 
 
 class _LazyGroup(click.Group):
@@ -50,8 +90,11 @@ class _LazyGroup(click.Group):
     show_default=True, help="containerd socket",
 )  # fmt: skip
 @click.option("--namespace", "-n", envvar="CONTAINERD_NAMESPACE", default="default", show_default=True)
-@click.option("--timeout", type=float, default=0.0, help="timeout for containerd commands in seconds (0 = none)")
-@click.option("--debug", is_flag=True, help="enable debug output")
+@click.option(
+    "--timeout", type=GoDuration(), default="0", show_default=True,
+    help="timeout for containerd commands, a Go duration such as 10s or 1m30s (0 = none)",
+)  # fmt: skip
+@click.option("--debug", is_flag=True, help="enable debug logs (to stderr)")
 @click.option(
     "--content-store", type=click.Choice(["soci", "containerd"]), default="soci", show_default=True,
     help="where SOCI artifacts are kept",
@@ -65,8 +108,11 @@ def cli(
     ctx: click.Context, address: str, namespace: str, timeout: float, debug: bool, content_store: str, root: Path
 ) -> None:
     """Build, inspect and publish SOCI indexes for lazily loaded container images."""
+    _setup_logging(debug)
     if address.startswith("unix://"):
         address = address[len("unix://") :]
+    log.debug("soci %s: root %s, containerd %s (namespace %s), timeout %gs", __version__, root, address, namespace,
+              timeout)  # fmt: skip
     ctx.obj = GlobalOptions(
         root=root, address=address, namespace=namespace, timeout=timeout, debug=debug, content_store=content_store
     )

@@ -2,12 +2,14 @@
 
 Attribute names are the TOML keys (``[http]`` keeps upstream's CamelCase), so an upstream
 ``config.toml`` loads unchanged; dataclass field order is the order ``config dump`` writes.
-Unknown keys are an error naming the key, unlike upstream (which ignores them silently).
+Unknown keys are ignored, as upstream ignores them (its own docs list keys its code does not have, such as
+``[content_store] namespace``), but each is logged once as a warning naming it, so a typo is visible.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import tomllib
@@ -23,6 +25,8 @@ DEFAULT_CONFIG_PATH: Final = Path("/etc/soci-snapshotter-grpc/config.toml")
 DEFAULT_ROOT: Final = Path("/var/lib/soci-snapshotter-grpc")
 DEFAULT_CONTAINERD_ADDRESS: Final = "/run/containerd/containerd.sock"
 UNBOUNDED: Final = -1
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -232,7 +236,8 @@ def load_config(path: Path, *, required: bool = True) -> Config:
 
     Raises:
         NotFound: ``required`` and the file does not exist.
-        InvalidArgument: the TOML is malformed, a key is unknown, a value has the wrong type or is invalid.
+        InvalidArgument: the TOML is malformed, a value has the wrong type or is invalid (unknown keys are
+            logged and ignored).
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -250,7 +255,10 @@ def parse_config(text: str, where: str = "config") -> Config:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidArgument(f"{where}: invalid TOML: {exc}") from exc
-    config = _decode(Config, document, where, "")
+    unknown: list[str] = []
+    config = _decode(Config, document, where, "", unknown)
+    for key in unknown:
+        log.warning("%s: ignoring unknown key %s", where, key)
     return normalize(config, where)
 
 
@@ -327,6 +335,43 @@ def normalize(config: Config, where: str = "config") -> Config:
     return config
 
 
+IGNORED_KEYS: Final = {
+    "http_cache_type": "unused upstream too",
+    "resolve_result_entry": "layers are cached while mounted",
+    "debug": "no go-fuse debug log; use --log-level debug and [fuse] log_fuse_operations",
+    "fuse_metrics_emit_wait_duration_sec": "no per-image FUSE operation counts",
+    "metadata_store": "inode tables are kept in memory",
+    "metadata_db_no_sync": "inode tables are kept in memory",
+    "metadata_insertion_chunk_size": "inode tables are kept in memory",
+    "blob.valid_interval": "blobs are not re-checked in the background",
+    "blob.check_always": "blobs are not re-checked in the background",
+    "blob.force_single_range_mode": "every request is a single range already",
+    "directory_cache.sync_add": "cache writes never block a read",
+    "directory_cache.direct": "span files are always read directly",
+    "background_fetch.emit_metric_period_sec": "the metrics are read at each scrape",
+    "resolver.auth_client_ttl_sec": "tokens live as long as the registry says",
+    "resolver.enable_auth_client_sharing": "auth clients are per registry host",
+}
+"""Dotted keys this daemon accepts (so upstream files load) but does not act on, and why."""
+
+
+def ignored_settings(config: Config) -> list[str]:
+    """The ``IGNORED_KEYS`` set to something other than their default, each with the reason it has no effect."""
+    defaults = default_config()
+    found = []
+    for dotted, why in IGNORED_KEYS.items():
+        value: Any = config
+        default: Any = defaults
+        for part in dotted.split("."):
+            value, default = getattr(value, part), getattr(default, part)
+        if value != default:
+            found.append(f"{dotted} = {value!r} ({why})")
+    for domain, host in config.resolver.host.items():
+        if any(m.request_timeout_sec for m in host.mirrors):
+            found.append(f'resolver.host."{domain}" mirrors request_timeout_sec (the [http] timeouts apply)')
+    return found
+
+
 _SIZE_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(gb|mb|kb|b)?\s*$", re.IGNORECASE)
 _UNITS: Final = {"": 1, "b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30}
 
@@ -345,7 +390,8 @@ def parse_size(text: str) -> int:
 # ---- decoding ------------------------------------------------------------------------------------------
 
 
-def _decode(cls: type[Any], table: Any, where: str, section: str) -> Any:
+def _decode(cls: type[Any], table: Any, where: str, section: str, unknown: list[str]) -> Any:
+    """``cls`` from ``table``; keys ``cls`` does not have are appended to ``unknown`` (as "'key' in [section]")."""
     if not isinstance(table, dict):
         raise InvalidArgument(f"{where}: [{section}] must be a table")
     hints = typing.get_type_hints(cls)
@@ -353,27 +399,27 @@ def _decode(cls: type[Any], table: Any, where: str, section: str) -> Any:
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key not in fields:
-            place = f"in [{section}]" if section else "at the top level"
-            raise InvalidArgument(f"{where}: unknown key {key!r} {place}")
+            unknown.append(f"{key!r} in [{section}]" if section else f"{key!r} at the top level")
+            continue
         dotted = f"{section}.{key}" if section else key
-        values[key] = _value(hints[key], value, where, dotted)
+        values[key] = _value(hints[key], value, where, dotted, unknown)
     return cls(**values)
 
 
-def _value(hint: Any, value: Any, where: str, dotted: str) -> Any:
+def _value(hint: Any, value: Any, where: str, dotted: str, unknown: list[str]) -> Any:
     origin = typing.get_origin(hint)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return _decode(hint, value, where, dotted)
+        return _decode(hint, value, where, dotted, unknown)
     if origin is dict:
         _, item_type = typing.get_args(hint)
         if not isinstance(value, dict):
             raise InvalidArgument(f"{where}: {dotted} must be a table")
-        return {k: _value(item_type, v, where, f"{dotted}.{k}") for k, v in value.items()}
+        return {k: _value(item_type, v, where, f"{dotted}.{k}", unknown) for k, v in value.items()}
     if origin is list:
         (item_type,) = typing.get_args(hint)
         if not isinstance(value, list):
             raise InvalidArgument(f"{where}: {dotted} must be an array")
-        return [_value(item_type, v, where, f"{dotted}[{i}]") for i, v in enumerate(value)]
+        return [_value(item_type, v, where, f"{dotted}[{i}]", unknown) for i, v in enumerate(value)]
     if origin in (types.UnionType, typing.Union):
         raise AssertionError(f"unsupported config type {hint}")
     expected = {bool: "a boolean", int: "an integer", str: "a string"}[hint]

@@ -1,189 +1,207 @@
-"""Prometheus metrics: a small registry, the text exposition format (0.0.4), and the HTTP endpoint.
+"""Prometheus metrics on ``prometheus_client``: upstream's families, the process metrics, and the HTTP endpoint.
 
-Written by hand (no ``prometheus_client``): three metric kinds and one text format are all the daemon
-needs. Names follow upstream (``soci_fs_operation_duration_milliseconds``, ``soci_fs_operation_count``,
-...); the pull mode chosen per layer is ``soci_snapshotter_layer_pull_mode`` (ours).
+Names, labels and units are upstream's (namespace ``soci``, subsystem ``fs``): the
+``soci_fs_operation_duration_milliseconds`` and ``..._microseconds`` histograms, the
+``soci_fs_operation_count`` counter, the ``soci_fs_bytes_served`` gauge (labels ``operation_type``, ``layer``),
+and ``soci_fs_layer_fetched_size_bytes`` / ``soci_fs_layer_size_bytes`` (labels ``digest``, ``mountpoint``),
+read from the lazy filesystem at each scrape. The pull mode chosen per layer is ours
+(``soci_snapshotter_layer_pull_mode``, ``soci_snapshotter_pull_mode_count``).
+
+Upstream's counters come from Go's client, which does not append ``_total``; ``prometheus_client`` always
+would, so those counters are ``GoCounter`` collectors and ``render`` writes them under their own name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
 import os
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final
 
+import prometheus_client
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from soci.fs import metrics as fm
 from soci.snapshotter import metrics as sm
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 MILLISECOND_BUCKETS: Final = tuple(float(2**i) for i in range(15))  # 1, 2, 4, ... 16384 (upstream)
+MICROSECOND_BUCKETS: Final = tuple(float(2**i) for i in range(11))  # 1, 2, 4, ... 1024 (upstream)
+OPERATION_LABELS: Final = ("operation_type", "layer")
 
-LabelValues = tuple[str, ...]
+# upstream's Go client writes no *_created series; neither do we (this is process-wide in prometheus_client)
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
+LayerSizes = Callable[[], Iterable[tuple[str, str, int, int]]]
+"""``(digest, mountpoint, size, fetched size)`` per served layer (``FuseLayerMounter.layer_sizes``)."""
 
 
-def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
+class GoCounter(Collector):
+    """A counter exported under its exact name, as Go's client does (``prometheus_client`` would add _total)."""
 
-
-class _Family:
-    kind = ""
-
-    def __init__(self, name: str, help_text: str, label_names: Sequence[str] = ()) -> None:
+    def __init__(self, name: str, documentation: str, label_names: Sequence[str], registry: CollectorRegistry) -> None:
         self.name = name
-        self.help = help_text
+        self.documentation = documentation
         self.label_names = tuple(label_names)
-
-    def _check(self, values: LabelValues) -> None:
-        if len(values) != len(self.label_names):
-            raise ValueError(f"{self.name} takes labels {self.label_names}, got {values}")
-
-    def header(self) -> list[str]:
-        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
-
-    def samples(self) -> list[str]:
-        raise NotImplementedError
-
-
-class Counter(_Family):
-    kind = "counter"
-
-    def __init__(self, name: str, help_text: str, label_names: Sequence[str] = ()) -> None:
-        super().__init__(name, help_text, label_names)
-        self.values: dict[LabelValues, float] = {}
+        self._values: dict[tuple[str, ...], float] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
-        self._check(labels)
-        self.values[labels] = self.values.get(labels, 0.0) + amount
+        if len(labels) != len(self.label_names):
+            raise ValueError(f"{self.name} takes labels {self.label_names}, got {labels}")
+        if amount < 0:
+            raise ValueError(f"{self.name}: a counter cannot decrease (amount {amount})")
+        with self._lock:
+            self._values[labels] = self._values.get(labels, 0.0) + amount
 
-    def samples(self) -> list[str]:
-        return [f"{self.name}{_labels(self.label_names, k)} {_number(v)}" for k, v in sorted(self.values.items())]
+    def value(self, *labels: str) -> float:
+        with self._lock:
+            return self._values.get(labels, 0.0)
 
+    def collect(self) -> Iterator[Metric]:
+        metric = Metric(self.name, self.documentation, "counter")
+        with self._lock:
+            items = sorted(self._values.items())
+        for labels, value in items:
+            metric.add_sample(self.name, dict(zip(self.label_names, labels, strict=True)), value)
+        yield metric
 
-class Gauge(Counter):
-    kind = "gauge"
-
-    def set(self, *labels: str, value: float) -> None:
-        self._check(labels)
-        self.values[labels] = value
-
-
-class Histogram(_Family):
-    kind = "histogram"
-
-    def __init__(self, name: str, help_text: str, label_names: Sequence[str], buckets: Sequence[float]) -> None:
-        super().__init__(name, help_text, label_names)
-        self.buckets = tuple(sorted(buckets))
-        self.series: dict[LabelValues, tuple[list[int], list[float]]] = {}
-
-    def observe(self, *labels: str, value: float) -> None:
-        self._check(labels)
-        counts, total = self.series.setdefault(labels, ([0] * (len(self.buckets) + 1), [0.0]))
-        index = next((i for i, bound in enumerate(self.buckets) if value <= bound), len(self.buckets))
-        counts[index] += 1
-        total[0] += value
-
-    def samples(self) -> list[str]:
-        lines = []
-        for labels, (counts, total) in sorted(self.series.items()):
-            cumulative = 0
-            for bound, count in zip((*self.buckets, math.inf), counts, strict=True):
-                cumulative += count
-                le = f'le="{_number(bound)}"'
-                lines.append(f"{self.name}_bucket{_labels(self.label_names, labels, le)} {cumulative}")
-            lines.append(f"{self.name}_sum{_labels(self.label_names, labels)} {_number(total[0])}")
-            lines.append(f"{self.name}_count{_labels(self.label_names, labels)} {cumulative}")
-        return lines
+    def describe(self) -> Iterator[Metric]:
+        yield Metric(self.name, self.documentation, "counter")
 
 
-F = TypeVar("F", bound=_Family)
+class _LayerSizeCollector(Collector):
+    def __init__(self, sources: list[LayerSizes]) -> None:
+        self._sources = sources
 
-
-class Registry:
-    def __init__(self) -> None:
-        self.families: list[_Family] = []
-        self.collectors: list[Callable[[], None]] = []
-        """Called before each scrape, to copy statistics() of other components into gauges."""
-
-    def add(self, family: F) -> F:
-        self.families.append(family)
-        return family
-
-    def render(self) -> str:
-        for collect in self.collectors:
+    def collect(self) -> Iterator[Metric]:
+        fetched = GaugeMetricFamily(
+            "soci_fs_layer_fetched_size_bytes", "Bytes of the layer fetched so far.", labels=("digest", "mountpoint")
+        )
+        size = GaugeMetricFamily("soci_fs_layer_size_bytes", "Size of the layer.", labels=("digest", "mountpoint"))
+        for source in self._sources:
             try:
-                collect()
+                layers = list(source())
             except Exception:
-                log.exception("metrics collector failed")
-        lines: list[str] = []
-        for family in self.families:
-            lines += family.header() + family.samples()
-        return "\n".join(lines) + "\n"
+                log.exception("cannot read layer sizes for metrics")
+                continue
+            for digest, mountpoint, total, done in layers:
+                fetched.add_metric((digest, mountpoint), float(done))
+                size.add_metric((digest, mountpoint), float(total))
+        yield fetched
+        yield size
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
+class _Single(Collector):
+    def __init__(self, metric: Metric) -> None:
+        self._metric = metric
+
+    def collect(self) -> Iterator[Metric]:
+        yield self._metric
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The text exposition format 0.0.4 of ``registry``; ``GoCounter`` families keep their names."""
+    parts: list[bytes] = []
+    for metric in registry.collect():
+        if metric.type == "counter" and not any(s.name.endswith("_total") for s in metric.samples):
+            # written as untyped (no suffix munging), then typed back: the samples are exactly upstream's
+            untyped = Metric(metric.name, metric.documentation, "unknown")
+            untyped.samples = metric.samples
+            text = prometheus_client.generate_latest(_Single(untyped))
+            parts.append(text.replace(f"# TYPE {metric.name} untyped\n".encode(),
+                                      f"# TYPE {metric.name} counter\n".encode(), 1))  # fmt: skip
+        else:
+            parts.append(prometheus_client.generate_latest(_Single(metric)))
+    return b"".join(parts)
+
+
+def new_registry() -> CollectorRegistry:
+    """A registry with the process metrics (``process_*``, as Go's client exports) and the Python runtime's."""
+    registry = CollectorRegistry(auto_describe=False)
+    prometheus_client.ProcessCollector(registry=registry)
+    prometheus_client.PlatformCollector(registry=registry)
+    prometheus_client.GCCollector(registry=registry)
+    return registry
 
 
 class SnapshotterMetrics:
-    """``MetricsSink`` for the snapshotter and SOCI discovery, exported under upstream's names."""
+    """The daemon's ``MetricsSink`` (snapshotter) and ``FsMetrics`` (lazy filesystem), under upstream's names."""
 
-    def __init__(self, registry: Registry) -> None:
-        self.durations = registry.add(
-            Histogram(
-                "soci_fs_operation_duration_milliseconds",
-                "Latency of soci snapshotter operations in milliseconds.",
-                ("operation_type", "layer"),
-                MILLISECOND_BUCKETS,
-            )
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.durations = Histogram(
+            "soci_fs_operation_duration_milliseconds",
+            "Latency of soci snapshotter operations in milliseconds.",
+            OPERATION_LABELS,
+            buckets=MILLISECOND_BUCKETS,
+            registry=registry,
         )
-        self.operations = registry.add(
-            Counter("soci_fs_operation_count", "Count of soci snapshotter operations.", ("operation_type", "layer"))
+        self.durations_us = Histogram(
+            "soci_fs_operation_duration_microseconds",
+            "Latency of soci snapshotter operations in microseconds.",
+            OPERATION_LABELS,
+            buckets=MICROSECOND_BUCKETS,
+            registry=registry,
         )
-        self.layer_modes = registry.add(
-            Gauge(
-                "soci_snapshotter_layer_pull_mode",
-                "How each layer was prepared: remote (lazy), local (unpacked here) or defer (containerd).",
-                ("layer", "mode"),
-            )
+        self.operations = GoCounter(
+            "soci_fs_operation_count", "Count of soci snapshotter operations.", OPERATION_LABELS, registry
         )
-        self.modes = registry.add(
-            Counter("soci_snapshotter_pull_mode_count", "Layer Prepares by the pull mode chosen.", ("mode",))
+        self.bytes_served = Gauge(
+            "soci_fs_bytes_served", "Bytes served by soci snapshotter operations.", OPERATION_LABELS, registry=registry
         )
+        self._layer_sizes: list[LayerSizes] = []
+        registry.register(_LayerSizeCollector(self._layer_sizes))
+        self.layer_modes = Gauge(
+            "soci_snapshotter_layer_pull_mode",
+            "How each layer was prepared: remote (lazy), local (unpacked here) or defer (containerd).",
+            ("layer", "mode"),
+            registry=registry,
+        )
+        self.modes = GoCounter(
+            "soci_snapshotter_pull_mode_count", "Layer Prepares by the pull mode chosen.", ("mode",), registry
+        )
+
+    def add_layer_sizes(self, source: LayerSizes) -> None:
+        self._layer_sizes.append(source)
 
     def observe(self, operation: str, layer: str, seconds: float) -> None:
-        self.durations.observe(operation, layer, value=seconds * 1000.0)
+        if operation in fm.MICROSECOND_OPERATIONS:
+            self.durations_us.labels(operation, layer).observe(seconds * 1e6)
+        else:
+            self.durations.labels(operation, layer).observe(seconds * 1000.0)
 
     def count(self, operation: str, layer: str = "") -> None:
         self.operations.inc(operation, layer)
 
+    def add_bytes(self, operation: str, layer: str, amount: int) -> None:
+        self.bytes_served.labels(operation, layer).inc(amount)
+
     def pull_mode(self, layer: str, mode: str) -> None:
         for other in (sm.MODE_REMOTE, sm.MODE_LOCAL, sm.MODE_DEFER):
             if other != mode:
-                self.layer_modes.values.pop((layer, other), None)
-        self.layer_modes.set(layer, mode, value=1.0)
+                with contextlib.suppress(KeyError):  # never set
+                    self.layer_modes.remove(layer, other)
+        self.layer_modes.labels(layer, mode).set(1.0)
         self.modes.inc(mode)
 
 
 class MetricsServer:
     """``GET /metrics`` on a TCP ``host:port`` or a unix socket path (upstream ``metrics_network``)."""
 
-    def __init__(self, registry: Registry, address: str, network: str = "tcp") -> None:
+    def __init__(self, registry: CollectorRegistry, address: str, network: str = "tcp") -> None:
         self.registry = registry
         self.address = address
         self.network = network
@@ -210,7 +228,7 @@ class MetricsServer:
         log.info("serving metrics", extra={"address": self.address, "network": self.network})
 
     async def _handle(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.registry.render().encode(), headers={"Content-Type": CONTENT_TYPE})
+        return web.Response(body=render(self.registry), headers={"Content-Type": CONTENT_TYPE})
 
     async def aclose(self) -> None:
         if self._runner is not None:

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any, Final
 
 import grpc
+from prometheus_client import CollectorRegistry
 
 from soci import __version__
-from soci.config.config import Config
+from soci.config.config import Config, ignored_settings
 from soci.daemon import mounters, systemd
-from soci.daemon.metrics import MetricsServer, Registry, SnapshotterMetrics
+from soci.daemon.metrics import MetricsServer, SnapshotterMetrics, new_registry
 from soci.errors import FailedPrecondition, InvalidArgument
 from soci.fs.mount import clean_dead_mounts
 from soci.registry import TransportOptions
@@ -185,16 +186,19 @@ class Daemon:
         snapshotter_root = self.root / "snapshotter"
         for setting in unsupported_settings(config):
             log.warning("ignoring unsupported setting %s", setting)
+        for setting in ignored_settings(config):
+            log.warning("ignoring setting %s", setting)
         if config.skip_check_snapshotter_supported:
             log.warning("skipped snapshotter is supported check")
         else:
             system.check_overlay_supported(snapshotter_root)
 
         metrics: MetricsSink = NullMetrics()
-        registry: Registry | None = None
+        exported: SnapshotterMetrics | None = None
+        registry: CollectorRegistry | None = None
         if config.metrics_address and not config.no_prometheus:
-            registry = Registry()
-            metrics = SnapshotterMetrics(registry)
+            registry = new_registry()
+            metrics = exported = SnapshotterMetrics(registry)
 
         resolver = RegistryResolver(
             hosts_dir=self.options.hosts_dir,
@@ -216,6 +220,13 @@ class Daemon:
         load_order = getattr(mounter, "load_order", None)
         if load_order is not None:
             load_order.set_metrics(metrics)
+        if exported is not None:
+            set_fs_metrics = getattr(mounter, "set_metrics", None)  # the lazy filesystem's own metrics
+            if set_fs_metrics is not None:
+                set_fs_metrics(exported)
+            layer_sizes = getattr(mounter, "layer_sizes", None)
+            if layer_sizes is not None:
+                exported.add_layer_sizes(layer_sizes)
         close_mounter = getattr(mounter, "aclose", None)
         if close_mounter is not None:
             self._closers.append(close_mounter)
@@ -259,7 +270,7 @@ class Daemon:
                 await close()
             log.info("exiting", extra={"cleanup": unmount})
 
-    async def _serve(self, snapshotter: Snapshotter, registry: Registry | None) -> None:
+    async def _serve(self, snapshotter: Snapshotter, registry: CollectorRegistry | None) -> None:
         server = grpc.aio.server()
         server.add_generic_rpc_handlers((snapshots_handler(SnapshotsService(snapshotter)),))
         address = self.options.address

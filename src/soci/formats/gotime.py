@@ -132,3 +132,74 @@ def _civil_from_days(days: int) -> tuple[int, int, int]:
     month = month_index + (3 if month_index < 10 else -9)
     year = year_of_era + era * 400 + (month <= 2)
     return year, month, day
+
+
+_DURATION_UNITS = {
+    "ns": 1,
+    "us": 1_000,
+    "\u00b5s": 1_000,  # micro sign
+    "\u03bcs": 1_000,  # Greek mu
+    "ms": 1_000_000,
+    "s": _NANOS_PER_SEC,
+    "m": 60 * _NANOS_PER_SEC,
+    "h": 3_600 * _NANOS_PER_SEC,
+}
+_DURATION_PART = re.compile(r"(\d*)(?:\.(\d*))?([^\d.]*)")
+_MAX_DURATION_NS = (1 << 63) - 1
+
+
+def parse_go_duration(text: str) -> int:
+    """Nanoseconds of a Go ``time.ParseDuration`` string (``300ms``, ``-1.5h``, ``2h45m``); ValueError as Go's.
+
+    Like Go: a sign, then one or more ``<decimal><unit>`` parts; a bare ``0`` is allowed, any other number
+    needs a unit; the total must fit an int64 of nanoseconds.
+    """
+    error = ValueError(f"time: invalid duration {_go_quote(text)}")
+    rest, negative = text, False
+    if rest[:1] in ("+", "-"):
+        negative, rest = rest[0] == "-", rest[1:]
+    if rest == "0":
+        return 0
+    if not rest:
+        raise error
+    total = 0
+    pos = 0
+    while pos < len(rest):
+        match = _DURATION_PART.match(rest, pos)
+        assert match is not None  # every group may be empty
+        whole, fraction, unit = match.group(1), match.group(2), match.group(3)
+        if not whole and not fraction:
+            raise error  # no digits before the unit
+        if not unit:
+            raise ValueError(f"time: missing unit in duration {_go_quote(text)}")
+        scale = _DURATION_UNITS.get(unit)
+        if scale is None:
+            raise ValueError(f"time: unknown unit {_go_quote(unit)} in duration {_go_quote(text)}")
+        value = int(whole or "0") * scale
+        if fraction:
+            digits, divisor = _leading_fraction(fraction)
+            value += int(float(digits) * (scale / divisor))  # Go's float64 step, so results match to the ns
+        total += value
+        if total > _MAX_DURATION_NS + negative:
+            raise error
+        pos = match.end()
+    return -total if negative else total
+
+
+def _leading_fraction(digits: str) -> tuple[int, float]:
+    """Go's ``leadingFraction``: the digits that fit an int64 and their power of ten (the rest are dropped)."""
+    value, scale = 0, 1.0
+    for c in digits:
+        if value > ((1 << 63) - 1) // 10:
+            break
+        value = value * 10 + int(c)
+        if value > 1 << 63:
+            value //= 10
+            break
+        scale *= 10
+    return value, scale
+
+
+def _go_quote(text: str) -> str:
+    """Go's ``strconv.Quote`` for the printable text error messages quote."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from soci.errors import SociError
+from soci.fs import metrics as fm
 from soci.fs.clock import Clock, MonotonicClock
 from soci.fs.options import BackgroundFetchOptions
 from soci.fs.spans import SpanManager, SpanState
@@ -51,6 +52,7 @@ class BackgroundFetcher:
         self._failures = 0
         self._evicted = 0
         self._holds = 0
+        self.metrics: fm.FsMetrics = fm.NullFsMetrics()
 
     def start(self) -> None:
         if self._task is None and not self.options.disable:
@@ -65,10 +67,12 @@ class BackgroundFetcher:
         if 0 <= limit <= len(self._queue):
             if self.options.drop_policy == "newest" or limit == 0:
                 self._evicted += 1
+                self.metrics.count(fm.OP_BACKGROUND_FETCH_WORK_QUEUE_EVICTED, spans.name)
                 log.debug("background fetch queue full: not queueing %s", spans.name)
                 return False
             dropped = self._queue.popleft()
             self._evicted += 1
+            self.metrics.count(fm.OP_BACKGROUND_FETCH_WORK_QUEUE_EVICTED, dropped.spans.name)
             log.debug("background fetch queue full: dropped %s", dropped.spans.name)
         self._queue.append(_Entry(spans))
         self._wakeup.set()
@@ -126,9 +130,13 @@ class BackgroundFetcher:
         span_id = entry.cursor
         entry.cursor += 1
         self._queue.append(entry)
+        start = self._clock.now()
         try:
             if await spans.prefetch_compressed(span_id):
                 self._spans_fetched += 1
+                self.metrics.count(fm.OP_BACKGROUND_SPAN_FETCH_COUNT, spans.name)
+                self.metrics.observe(fm.OP_BACKGROUND_FETCH, spans.name, self._clock.now() - start)
         except (SociError, OSError) as exc:
             self._failures += 1
+            self.metrics.count(fm.OP_BACKGROUND_SPAN_FETCH_FAILURE_COUNT, spans.name)
             log.debug("background fetch of %s span %d failed: %s", spans.name, span_id, exc)

@@ -27,6 +27,7 @@ from soci.errors import DataLoss, FormatError, SociError
 from soci.formats.digest import digest_hex, parse_digest
 from soci.formats.soci_index import PrefetchSpan
 from soci.formats.zinfo import GzipZinfo, zinfo_from_blob
+from soci.fs import metrics as fm
 from soci.fs.background import BackgroundFetcher
 from soci.fs.blob import BlobReader
 from soci.fs.options import FsOptions
@@ -135,6 +136,7 @@ class LayerResolver:
         self._recent = RecentSpans(self.options.recent_spans_bytes)
         self._layers: dict[tuple[str, str], tuple[Layer, int]] = {}
         self._opening: dict[tuple[str, str], asyncio.Future[Layer]] = {}
+        self.metrics: fm.FsMetrics = fm.NullFsMetrics()
 
     async def acquire(self, request: LayerRequest) -> Layer:
         """The open layer for ``request`` (opening it if needed); pair with ``release``."""
@@ -187,8 +189,10 @@ class LayerResolver:
         parse_digest(request.layer_digest)
         ztoc_hex = digest_hex(request.ztoc_digest)
         loop = asyncio.get_running_loop()
+        start = loop.time()
         async with asyncio.timeout(self.options.mount_timeout_sec):
             info, tree = await loop.run_in_executor(self._executor, load_ztoc, request.ztoc)
+        self.metrics.observe(fm.OP_INIT_METADATA_STORE, request.layer_digest, loop.time() - start)
         blob_size = request.blob.size
         if request.layer_size is not None and request.layer_size != blob_size:
             raise DataLoss(f"layer {request.layer_digest}: blob is {blob_size} bytes, descriptor says "

@@ -37,6 +37,7 @@ from soci.errors import (
     Unauthenticated,
     Unavailable,
 )
+from soci.fs import metrics as fm
 from soci.fs.layer import Layer
 from soci.fs.options import FuseOptions
 from soci.fs.tree import BLOCK_SIZE, DIRECTORY_SIZE, ROOT_INODE
@@ -84,8 +85,11 @@ def fuse_errors(func: _F) -> _F:
             code = errno_for(exc)
             # ENOENT and friends are everyday answers; an EIO means a workload saw a failure: say so at warning
             log.log(logging.WARNING if code == errno.EIO else logging.DEBUG, "%s failed: %s", func.__name__, exc)
+            if code == errno.EIO:
+                _count_failure(args[0] if args else None, func.__name__)
             raise pyfuse3.FUSEError(code) from None
         except Exception as exc:
+            _count_failure(args[0] if args else None, func.__name__)
             key = (func.__name__, type(exc))
             if key not in _logged_unexpected:
                 _logged_unexpected.add(key)
@@ -93,6 +97,12 @@ def fuse_errors(func: _F) -> _F:
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _count_failure(operations: object, handler: str) -> None:
+    metrics = getattr(operations, "metrics", None)
+    if metrics is not None:
+        metrics.count(fm.FUSE_FAILURE_BY_HANDLER.get(handler, fm.OP_FUSE_UNKNOWN_FAILURE))
 
 
 @dataclass(slots=True)
@@ -154,6 +164,7 @@ class Operations(pyfuse3.Operations):
         """Called while INIT is answered, before the reply is written (``LazyMount`` switches fds there)."""
         self.adopted = asyncio.Event()
         self.adopted.set()
+        self.metrics: fm.FsMetrics = fm.NullFsMetrics()
 
     def init(self) -> None:
         """The INIT request is being answered (before the reply is written)."""
@@ -349,9 +360,13 @@ class Operations(pyfuse3.Operations):
             return
         mounted, local = self._layer(fh)
         base = mounted.slot << LAYER_SHIFT
-        for position, name, child in mounted.layer.tree.children(local, start_id):
-            if not pyfuse3.readdir_reply(token, name, self._attrs(base | child), position):
-                return
+        start = time.monotonic()
+        try:
+            for position, name, child in mounted.layer.tree.children(local, start_id):
+                if not pyfuse3.readdir_reply(token, name, self._attrs(base | child), position):
+                    return
+        finally:
+            self.metrics.observe(fm.OP_NODE_READDIR, mounted.layer.digest, time.monotonic() - start)
 
     async def releasedir(self, fh: int) -> None:
         return None
@@ -385,13 +400,22 @@ class Operations(pyfuse3.Operations):
         layer = entry.layer
         if not local:
             return layer.state_json()[off : off + size]
+        start = time.monotonic()
+        requests = layer.spans.requests
         try:
-            return await layer.reader.read(local, off, size)
+            data = await layer.reader.read(local, off, size)
         except SociError as exc:
             layer.record_error(exc)
             log.warning("read of %s in layer %s failed: %s", layer.tree.path(local).decode(errors="replace"),
                         layer.digest, exc)  # fmt: skip
             raise
+        # a concurrent read of the same layer may send the request counted here: close enough for a rate
+        if layer.spans.requests != requests:
+            self.metrics.count(fm.OP_SYNCHRONOUS_READ_REGISTRY_FETCH_COUNT, layer.digest)
+        self.metrics.count(fm.OP_SYNCHRONOUS_READ_COUNT, layer.digest)
+        self.metrics.add_bytes(fm.OP_SYNCHRONOUS_BYTES_SERVED, layer.digest, len(data))
+        self.metrics.observe(fm.OP_SYNCHRONOUS_READ, layer.digest, time.monotonic() - start)
+        return data
 
     async def release(self, fh: int) -> None:
         return None

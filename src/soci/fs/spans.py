@@ -297,6 +297,11 @@ class SpanManager:
         self._settle(span_id, None)
         return True
 
+    @property
+    def requests(self) -> int:
+        """Range requests sent so far (``statistics`` without counting the states of every span)."""
+        return self._requests
+
     def statistics(self) -> SpanStatistics:
         states = dict.fromkeys(SpanState, 0)
         for s in self._states:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 from soci.errors import SociError, Unavailable
 from soci.formats.soci_index import PrefetchSpan, parse_prefetch
+from soci.fs import metrics as fm
 from soci.fs.background import BackgroundFetcher
+from soci.fs.blob import BlobReader
 from soci.fs.layer import Layer, LayerRequest, LayerResolver
 from soci.fs.mount import LazyMount
 from soci.fs.options import FsOptions
@@ -49,6 +52,18 @@ class FuseLayerMounter:
         self.load_order = LoadOrderService(root, load_order, background=self._background)
         self._served: dict[Path, tuple[str, Layer]] = {}
         self._start_lock = asyncio.Lock()
+        self._metrics: fm.FsMetrics = fm.NullFsMetrics()
+
+    def set_metrics(self, metrics: fm.FsMetrics) -> None:
+        """Report to ``metrics`` from every part of the lazy filesystem (FUSE handlers, background fetch, ...)."""
+        self._metrics = metrics
+        self._lazy.operations.metrics = metrics
+        self._background.metrics = metrics
+        self._resolver.metrics = metrics
+
+    def layer_sizes(self) -> list[tuple[str, str, int, int]]:
+        """``(layer digest, mountpoint, size, fetched size)`` of every served snapshot (upstream's layer gauges)."""
+        return [(layer.digest, str(mp), layer.size, layer.fetched_size()) for mp, (_, layer) in self._served.items()]
 
     async def _start(self) -> None:
         async with self._start_lock:
@@ -73,7 +88,8 @@ class FuseLayerMounter:
             layer_digest=layer.layer.digest,
             ztoc_digest=layer.ztoc_descriptor.digest,
             ztoc=layer.ztoc,
-            blob=RemoteBlob(layer.client, layer.repo, layer.layer.digest, layer.layer.size),
+            blob=MeteredBlob(RemoteBlob(layer.client, layer.repo, layer.layer.digest, layer.layer.size),
+                             layer.layer.digest, self._metrics),
             layer_size=layer.layer.size,
             disable_xattrs=layer.disable_xattrs,
             userxattr=self._userxattr,
@@ -86,6 +102,7 @@ class FuseLayerMounter:
         # the snapshot id (never reused) fixes the layer's inode numbers: after a restart, the adopted
         # session's kernel side still uses them
         slot = int(snapshot_id) if snapshot_id.isdigit() and 0 < int(snapshot_id) < 1 << 31 else None
+        start = time.monotonic()
         try:
             source = self._lazy.add_layer(name, opened, slot=slot)
             try:
@@ -96,6 +113,7 @@ class FuseLayerMounter:
         except BaseException:
             await self._resolver.release(opened)
             raise
+        self._metrics.observe(fm.OP_FUSE_MOUNT, layer.layer.digest, time.monotonic() - start)
         self._served[mountpoint] = (name, opened)
         self.load_order.layer_mounted(
             opened,
@@ -152,6 +170,28 @@ class FuseLayerMounter:
         await self._resolver.aclose()
         await self._background.aclose()
         await self._lazy.aclose()
+
+
+class MeteredBlob:
+    """A ``BlobReader`` that reports each range request's latency as ``remote_registry_get``."""
+
+    def __init__(self, blob: BlobReader, layer: str, metrics: fm.FsMetrics) -> None:
+        self._blob = blob
+        self._layer = layer
+        self._metrics = metrics
+
+    @property
+    def size(self) -> int:
+        return self._blob.size
+
+    async def read_at(self, offset: int, length: int) -> bytes:
+        start = time.monotonic()
+        data = await self._blob.read_at(offset, length)
+        self._metrics.observe(fm.OP_REMOTE_REGISTRY_GET, self._layer, time.monotonic() - start)
+        return data
+
+    async def refresh(self) -> None:
+        await self._blob.refresh()
 
 
 def _last_lazy_layer(layer: RemoteLayer) -> str:
