@@ -254,7 +254,10 @@ class SpanManager:
         if self._pieces or self._piece_waits:
             served = await self._read_piece(start, end)
             if served is not None:
-                if readahead_limit is not None and self._readahead_spans and readahead_limit > served[1]:
+                # spans after a fetch point are loaded ahead only for a reader that got to its end: the workload
+                # read no further when it was recorded, and loading whole spans after every head read would undo
+                # the point (a reader going on past the point reads through spans, with their readahead)
+                if readahead_limit is not None and self._readahead_spans and readahead_limit > end >= served[1]:
                     self._readahead(self.span_of(min(served[1], self._usize - 1)), readahead_limit)
                 return served[0]
         first, last = self.span_of(start), self.span_of(end - 1)
@@ -777,4 +780,3 @@ class SpanManager:
         if made != length:
             raise FormatError(f"{self.name}: span {span_id} inflated to {made} bytes, want {length}")
         return out
-
