@@ -52,7 +52,7 @@ def test_zero_means_default_and_derived_values() -> None:
     assert config.max_concurrency == 0  # negative means unlimited
     assert config.blob.max_retries == 3  # inherited from [http]
     assert config.blob.valid_interval == 0  # check_always forces it
-    assert config.fuse.attr_timeout == 1
+    assert config.fuse.attr_timeout == 3600  # not upstream's 1 s: layers never change while mounted
 
 
 def test_an_upstream_style_file_loads(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 
 from soci.config import default_config, dump_toml, parse_config
+from soci.daemon.mounters import fs_options
 from soci.daemon.server import unsupported_settings
 
 
@@ -66,3 +67,11 @@ def test_settings_the_daemon_does_not_act_on_are_named() -> None:
     config = parse_config('debug_address = "127.0.0.1:6060"\n[cri_keychain]\nenable_keychain = true')
     named = unsupported_settings(config)
     assert len(named) == 2 and "debug_address" in named[1] and "cri_keychain" in named[0]
+
+
+def test_layer_metadata_is_cached_for_an_hour_unless_configured() -> None:
+    # layers never change while mounted, so the daemon serves them as `soci mount` does (not upstream's 1 s)
+    fuse = fs_options(default_config()).fuse
+    assert (fuse.attr_timeout, fuse.entry_timeout, fuse.negative_timeout) == (3600, 3600, 3600)
+    fuse = fs_options(parse_config("[fuse]\nattr_timeout = 2\nentry_timeout = 0\n")).fuse
+    assert (fuse.attr_timeout, fuse.entry_timeout) == (2, 3600)

@@ -34,7 +34,7 @@ from soci.formats.platforms import default_platform, format_platform, matches_st
 from soci.fs.background import BackgroundFetcher
 from soci.fs.layer import Layer, LayerRequest, LayerResolver
 from soci.fs.mount import LazyMount, clean_stale_mounts, is_mount_point, unmount
-from soci.fs.options import BackgroundFetchOptions, FsOptions, FuseOptions, PrefetchOptions
+from soci.fs.options import BackgroundFetchOptions, FsOptions, PrefetchOptions
 from soci.fs.unpack import unpack_layer
 from soci.index.discover import discover_index, fetch_index
 from soci.registry import RegistryClient, RemoteBlob, parse_reference
@@ -44,8 +44,6 @@ from soci.store import ContentStore
 log = logging.getLogger(__name__)
 
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-IMMUTABLE_CACHE_SEC = 3600.0
-"""Kernel cache lifetime of layer metadata: a layer never changes while mounted."""
 
 
 @click.command("mount")
@@ -101,7 +99,6 @@ def mount(
         soci_v1=soci_v1,
         platform=platform_spec,
         options=FsOptions(
-            fuse=FuseOptions(IMMUTABLE_CACHE_SEC, IMMUTABLE_CACHE_SEC, IMMUTABLE_CACHE_SEC),
             prefetch=PrefetchOptions(enable=prefetch),
             background_fetch=BackgroundFetchOptions(disable=not background_fetch),
         ),

@@ -49,14 +49,17 @@ from soci.formats.zinfo import (
 )
 
 __all__ = [
+    "BlockBoundary",
     "Checkpointer",
     "GzipCheckpointer",
     "IndexResult",
     "TarCheckpointer",
     "available_backends",
     "backend_name",
+    "block_boundaries",
     "build_index",
     "extract",
+    "inflate_at",
     "inflate_span",
     "inflate_span_into",
     "new_checkpointer",
@@ -357,8 +360,16 @@ def build_index(fileobj: _Readable, span_size: int, algorithm: str, *, backend: 
 class _SpanInflater:
     """Raw inflate resumed at a checkpoint, over compressed bytes held in memory."""
 
-    def __init__(self, zinfo: GzipZinfo, span_id: int, compressed: bytes | bytearray | memoryview, backend: str | None):
-        self._base = zinfo.start_compressed_offset(span_id)
+    def __init__(
+        self,
+        base: int,
+        bits: int,
+        window: bytes | bytearray | memoryview,
+        compressed: bytes | bytearray | memoryview,
+        backend: str | None,
+    ):
+        """``compressed`` starts at layer offset ``base``: the checkpoint's partial byte when ``bits``."""
+        self._base = base
         self._view, self._addr, self._keepalive = _input_address(compressed)
         self._size = len(self._view)
         self._pos = 0
@@ -366,15 +377,22 @@ class _SpanInflater:
         self._member_ended = False
         self.at_end = False
         self._stream = Stream(get_backend(backend), WBITS_RAW)
-        bits = zinfo.bits(span_id)
+        if len(window) != WINDOW_SIZE or not 0 <= bits < 8:
+            raise InvalidArgument(f"checkpoint at {base}: want a {WINDOW_SIZE}-byte window and 0-7 bits")
         if bits:
             if not self._size:
-                raise FormatError(f"gzip: no compressed data for span {span_id}")
+                raise FormatError(f"gzip: no compressed data at checkpoint {base}")
             # The checkpoint sits inside this byte: its top `bits` bits are the start of the next block.
             self._stream.backend.prime(self._stream.ptr, bits, self._view[0] >> (8 - bits))
             self._pos = 1
-        window = zinfo.window(span_id)
-        self._stream.backend.set_dictionary(self._stream.ptr, window, WINDOW_SIZE)
+        self._stream.backend.set_dictionary(self._stream.ptr, bytes(window), WINDOW_SIZE)
+
+    @classmethod
+    def at_span(
+        cls, zinfo: GzipZinfo, span_id: int, compressed: bytes | bytearray | memoryview, backend: str | None
+    ) -> _SpanInflater:
+        return cls(zinfo.start_compressed_offset(span_id), zinfo.bits(span_id), zinfo.window(span_id), compressed,
+                   backend)  # fmt: skip
 
     def close(self) -> None:
         self._stream.close()
@@ -452,7 +470,7 @@ def inflate_span_into(
         raise InvalidArgument("output buffer is read-only")
     if target.format != "B" or target.ndim != 1:
         target = target.cast("B")
-    inflater = _SpanInflater(zinfo, span_id, compressed, backend)
+    inflater = _SpanInflater.at_span(zinfo, span_id, compressed, backend)
     try:
         if skip and not inflater.skip(skip):
             return 0
@@ -497,12 +515,112 @@ def inflate_span(
     return bytes(out)
 
 
+@dataclass(frozen=True, slots=True)
+class BlockBoundary:
+    """A deflate block boundary: a place raw inflate can resume from, as a checkpoint does."""
+
+    compressed_offset: int
+    """Layer offset of the first whole byte after the boundary (the partial byte before it when ``bits``)."""
+    uncompressed_offset: int
+    bits: int
+    """Bits of byte ``compressed_offset - 1`` that belong to the next block."""
+    end: bool = False
+    """The end of the deflate data of the checkpoint's gzip member (no block follows)."""
+
+    @property
+    def first_byte(self) -> int:
+        """The first compressed byte inflating from here needs."""
+        return self.compressed_offset - (1 if self.bits else 0)
+
+
+def block_boundaries(
+    zinfo: GzipZinfo, span_id: int, compressed: bytes | bytearray | memoryview, *, backend: str | None = None
+) -> tuple[bytearray, list[BlockBoundary]]:
+    """Inflate ``compressed`` (the layer from span ``span_id``'s checkpoint on) stopping at every block boundary.
+
+    Returns the output preceded by the checkpoint's 32 KiB window (so ``out[u - start : u - start + WINDOW_SIZE]``
+    is the window at uncompressed offset ``u`` when ``start`` is the span's uncompressed start), and every
+    boundary from the checkpoint on, in order, until the data or the checkpoint's gzip member ends (record time).
+    """
+    base = zinfo.start_compressed_offset(span_id)
+    inflater = _SpanInflater.at_span(zinfo, span_id, compressed, backend)
+    ustart = zinfo.start_uncompressed_offset(span_id)
+    out = bytearray(zinfo.window(span_id))
+    bits = zinfo.bits(span_id)
+    found = [BlockBoundary(base + (1 if bits else 0), ustart, bits)]  # the checkpoint itself
+    chunk = ctypes.create_string_buffer(_DISCARD_SIZE)
+    addr = ctypes.addressof(chunk)
+    strm = inflater._stream.s
+    ptr = inflater._stream.ptr
+    inflate = inflater._stream.backend.inflate
+    try:
+        while inflater._pos < inflater._size:
+            avail_in = min(inflater._size - inflater._pos, _MAX_AVAIL)
+            strm.next_in = inflater._addr + inflater._pos
+            strm.avail_in = avail_in
+            strm.next_out = addr
+            strm.avail_out = _DISCARD_SIZE
+            ret = inflate(ptr, Z_BLOCK)
+            inflater._pos += avail_in - strm.avail_in
+            made = _DISCARD_SIZE - strm.avail_out
+            out += ctypes.string_at(addr, made)
+            position = ustart + len(out) - WINDOW_SIZE
+            if ret == Z_STREAM_END:
+                found.append(BlockBoundary(base + inflater._pos, position, 0, end=True))
+                break
+            if ret == Z_BUF_ERROR and not made:
+                break  # the data ends inside a block
+            if ret not in (Z_OK, Z_BUF_ERROR):
+                raise FormatError(f"gzip: invalid data at compressed offset {base + inflater._pos}: "
+                                  f"{inflater._stream.message(ret)}")  # fmt: skip
+            data_type = strm.data_type
+            if data_type & DT_BLOCK_BOUNDARY and not data_type & DT_LAST_BLOCK:
+                boundary = BlockBoundary(base + inflater._pos, position, data_type & DT_BITS_MASK)
+                if found[-1] != boundary:
+                    found.append(boundary)
+    finally:
+        inflater.close()
+    return out, found
+
+
+def inflate_at(
+    compressed: bytes | bytearray | memoryview,
+    *,
+    base: int,
+    bits: int,
+    window: bytes | bytearray | memoryview,
+    length: int,
+    backend: str | None = None,
+) -> bytearray:
+    """``length`` bytes inflated from a block boundary given as a checkpoint (``bits`` and the 32 KiB
+    ``window``), ``compressed`` starting at its first byte (layer offset ``base``).
+
+    Raises:
+        FormatError: the data is not valid deflate from there, or ends before ``length`` bytes.
+    """
+    out = bytearray(length)
+    if not length:
+        return out
+    inflater = _SpanInflater(base, bits, window, compressed, backend)
+    try:
+        out_c = (ctypes.c_char * length).from_buffer(out)
+        try:
+            made = inflater.read_into(ctypes.addressof(out_c), length)
+        finally:
+            del out_c
+    finally:
+        inflater.close()
+    if made != length:
+        raise FormatError(f"gzip: data from checkpoint {base} ended after {made} of {length} bytes")
+    return out
+
+
 def _inflate_to_end(
     zinfo: GzipZinfo, span_id: int, compressed: bytes | bytearray | memoryview, skip: int, backend: str | None
 ) -> bytes:
     if skip < 0:
         raise InvalidArgument(f"skip {skip} must not be negative")
-    inflater = _SpanInflater(zinfo, span_id, compressed, backend)
+    inflater = _SpanInflater.at_span(zinfo, span_id, compressed, backend)
     try:
         if skip and not inflater.skip(skip):
             return b""

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from soci.errors import InvalidArgument, NotFound
+from soci.fs.options import IMMUTABLE_CACHE_SEC
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/soci-snapshotter-grpc/config.toml")
 DEFAULT_ROOT: Final = Path("/var/lib/soci-snapshotter-grpc")
@@ -65,9 +66,10 @@ class DirectoryCacheConfig:
 
 @dataclass
 class FuseConfig:
-    attr_timeout: int = 1
-    entry_timeout: int = 1
-    negative_timeout: int = 1
+    # not upstream's 1 s: layers never change while mounted (soci.fs.options.IMMUTABLE_CACHE_SEC)
+    attr_timeout: int = IMMUTABLE_CACHE_SEC
+    entry_timeout: int = IMMUTABLE_CACHE_SEC
+    negative_timeout: int = IMMUTABLE_CACHE_SEC
     log_fuse_operations: bool = False
 
 
@@ -283,9 +285,9 @@ def normalize(config: Config, where: str = "config") -> Config:
     if config.prefetch.max_concurrency < 0:
         config.prefetch.max_concurrency = 0
     fuse = config.fuse
-    fuse.attr_timeout = fuse.attr_timeout or 1
-    fuse.entry_timeout = fuse.entry_timeout or 1
-    fuse.negative_timeout = fuse.negative_timeout or 1
+    fuse.attr_timeout = fuse.attr_timeout or IMMUTABLE_CACHE_SEC
+    fuse.entry_timeout = fuse.entry_timeout or IMMUTABLE_CACHE_SEC
+    fuse.negative_timeout = fuse.negative_timeout or IMMUTABLE_CACHE_SEC
     bg = config.background_fetch
     bg.fetch_period_msec = bg.fetch_period_msec or 500
     bg.silence_period_msec = bg.silence_period_msec or 30_000

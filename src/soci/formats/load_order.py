@@ -8,7 +8,11 @@ Shape (version "1"; keys sorted, no whitespace, UTF-8 — the canonical bytes ``
     {"annotations": {"<key>": "<value>", ...},
      "layers": [{"digest": "sha256:<layer>",
                  "segments": [{"length": L, "offset": O, "path": "usr/lib/x.so", "spans": [S, E], "time_ms": T}, ...],
-                 "ztoc": "sha256:<zTOC the span hints refer to>"}, ...],
+                 "ztoc": "sha256:<zTOC the span hints refer to>",
+                 "fetch_points": [{"bits": B, "compressed_end": CE, "compressed_offset": C, "digest": "sha256:..",
+                                   "time_ms": T, "uncompressed_digest": "sha256:..", "uncompressed_end": UE,
+                                   "uncompressed_offset": U, "window": "<base64 of the zlib-compressed 32 KiB>"},
+                                  ...]}, ...],
      "mediaType": "application/vnd.soci-py.load-order.v1+json",
      "name": "<workload>",
      "version": "1"}
@@ -18,18 +22,28 @@ A segment is a byte range of a regular file, as the layer's tar holds it (``path
 only for that zTOC, so a document survives a zTOC rebuilt with another span size. ``time_ms`` is the first
 access relative to the start of recording, in milliseconds; it is informative only and left out of
 ``identity_bytes`` (two recordings of a deterministic workload give the same identity bytes).
+
+``fetch_points`` (optional, per layer) let a replay fetch only the bytes a run of segments needs instead of
+whole spans: each is a deflate block boundary before the run, given as a checkpoint (compressed offset,
+``bits``, 32 KiB window), with the sha256 of the blob bytes from there to the block boundary after the run
+(``digest``) and of what they inflate to (``uncompressed_digest``). They are computed at record time from
+spans verified against the zTOC, and describe the layer blob itself, so they hold for any zTOC of the layer.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from soci.errors import FormatError
 from soci.formats.digest import is_digest
+from soci.formats.zinfo import WINDOW_SIZE
 
 MEDIA_TYPE_LOAD_ORDER: Final = "application/vnd.soci-py.load-order.v1+json"
 ARTIFACT_TYPE_LOAD_ORDER: Final = MEDIA_TYPE_LOAD_ORDER
@@ -43,7 +57,10 @@ ANNOTATION_COMMAND: Final = "io.github.soci-py.load-order.command"
 ANNOTATION_IMAGE: Final = "io.github.soci-py.load-order.image"
 ANNOTATION_TRUNCATED: Final = "io.github.soci-py.load-order.truncated"
 
-MAX_DOCUMENT_BYTES: Final = 4 << 20
+MAX_DOCUMENT_BYTES: Final = 16 << 20
+"""Room for fetch points (a compressed 32 KiB window each); a document without them stays far smaller."""
+MAX_FETCH_POINT_BYTES: Final = 64 << 20
+"""Largest uncompressed range of one fetch point (the daemon holds it in memory while it is checked)."""
 MAX_SEGMENTS: Final = 50_000
 MAX_NAME_LENGTH: Final = 128
 ALIGNMENT: Final = 4096
@@ -67,10 +84,36 @@ class Segment:
 
 
 @dataclass(frozen=True, slots=True)
+class FetchPoint:
+    """Blob bytes ``[first_byte, compressed_end)`` inflate, from this checkpoint, to the uncompressed bytes
+    ``[uncompressed_offset, uncompressed_end)`` of the layer; both ends are deflate block boundaries."""
+
+    compressed_offset: int
+    """The first whole byte after the starting boundary (as a zinfo checkpoint's ``in``)."""
+    bits: int
+    """Bits of byte ``compressed_offset - 1`` that belong to the first block."""
+    uncompressed_offset: int
+    window: bytes
+    """The 32 KiB of uncompressed data before ``uncompressed_offset`` (zeros before the layer start)."""
+    compressed_end: int
+    uncompressed_end: int
+    digest: str
+    """sha256 of the blob bytes ``[first_byte, compressed_end)``."""
+    uncompressed_digest: str
+    """sha256 of the uncompressed bytes ``[uncompressed_offset, uncompressed_end)``."""
+    time_ms: int = 0
+
+    @property
+    def first_byte(self) -> int:
+        return self.compressed_offset - (1 if self.bits else 0)
+
+
+@dataclass(frozen=True, slots=True)
 class LayerLoadOrder:
     digest: str
     segments: tuple[Segment, ...]
     ztoc: str = ""
+    fetch_points: tuple[FetchPoint, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,9 +216,31 @@ def without_times(document: LoadOrder) -> LoadOrder:
     return replace(
         document,
         layers=tuple(
-            replace(entry, segments=tuple(replace(s, time_ms=0) for s in entry.segments)) for entry in document.layers
+            replace(
+                entry,
+                segments=tuple(replace(s, time_ms=0) for s in entry.segments),
+                fetch_points=tuple(replace(p, time_ms=0) for p in entry.fetch_points),
+            )
+            for entry in document.layers
         ),
     )
+
+
+def encode_window(window: bytes) -> str:
+    return base64.b64encode(zlib.compress(window, 9)).decode()
+
+
+def decode_window(text: str, where: str) -> bytes:
+    """The 32 KiB window from its text form; FormatError naming ``where`` for anything else."""
+    try:
+        packed = base64.b64decode(text.encode("ascii"), validate=True)
+        inflater = zlib.decompressobj()
+        window = inflater.decompress(packed, WINDOW_SIZE + 1)  # bounded: a bomb cannot grow past this
+    except (UnicodeEncodeError, binascii.Error, zlib.error) as exc:
+        raise FormatError(f"{where}: window is not base64 of zlib data: {exc}") from None
+    if len(window) != WINDOW_SIZE or not inflater.eof or inflater.unused_data:
+        raise FormatError(f"{where}: window is not {WINDOW_SIZE} bytes")
+    return window
 
 
 # ---- bytes ---------------------------------------------------------------------------------------------
@@ -194,6 +259,8 @@ def marshal(document: LoadOrder) -> bytes:
         layer: dict[str, Any] = {"digest": entry.digest, "segments": segments}
         if entry.ztoc:
             layer["ztoc"] = entry.ztoc
+        if entry.fetch_points:
+            layer["fetch_points"] = [_fetch_point_object(p) for p in entry.fetch_points]
         layers.append(layer)
     obj = {
         "version": VERSION,
@@ -207,6 +274,20 @@ def marshal(document: LoadOrder) -> bytes:
         raise FormatError(f"load order document {document.name!r} is {len(data)} bytes, over the limit of "
                           f"{MAX_DOCUMENT_BYTES}")  # fmt: skip
     return data
+
+
+def _fetch_point_object(p: FetchPoint) -> dict[str, Any]:
+    return {
+        "compressed_offset": p.compressed_offset,
+        "bits": p.bits,
+        "uncompressed_offset": p.uncompressed_offset,
+        "window": encode_window(p.window),
+        "compressed_end": p.compressed_end,
+        "uncompressed_end": p.uncompressed_end,
+        "digest": p.digest,
+        "uncompressed_digest": p.uncompressed_digest,
+        "time_ms": p.time_ms,
+    }
 
 
 def identity_bytes(document: LoadOrder) -> bytes:
@@ -272,7 +353,39 @@ def _layer(raw: Any, where: str) -> LayerLoadOrder:
     segments = raw.get("segments")
     if not isinstance(segments, list):
         raise FormatError(f"{where}: segments must be an array")
-    return LayerLoadOrder(digest, tuple(_segment(s, f"{where}.segments[{j}]") for j, s in enumerate(segments)), ztoc)
+    points = raw.get("fetch_points", [])
+    if not isinstance(points, list) or len(points) > MAX_SEGMENTS:
+        raise FormatError(f"{where}: fetch_points must be an array of at most {MAX_SEGMENTS}")
+    return LayerLoadOrder(
+        digest,
+        tuple(_segment(s, f"{where}.segments[{j}]") for j, s in enumerate(segments)),
+        ztoc,
+        tuple(_fetch_point(p, f"{where}.fetch_points[{j}]") for j, p in enumerate(points)),
+    )
+
+
+def _fetch_point(raw: Any, where: str) -> FetchPoint:
+    if not isinstance(raw, dict):
+        raise FormatError(f"{where} is not an object")
+    c, ce, u, ue, bits, time_ms = (
+        _integer(raw.get(k, 0 if k == "time_ms" else None), f"{where}.{k}")
+        for k in ("compressed_offset", "compressed_end", "uncompressed_offset", "uncompressed_end", "bits", "time_ms")
+    )
+    if bits > 7 or (bits and c == 0):
+        raise FormatError(f"{where}.bits must be 0-7, with a byte before compressed_offset")
+    if ce <= c - (1 if bits else 0) or ue <= u or ue - u > MAX_FETCH_POINT_BYTES:
+        raise FormatError(f"{where}: the ranges must not be empty, and at most {MAX_FETCH_POINT_BYTES} bytes "
+                          "uncompressed")  # fmt: skip
+    digests: list[str] = []
+    for key in ("digest", "uncompressed_digest"):
+        value = raw.get(key)
+        if not isinstance(value, str) or not is_digest(value):
+            raise FormatError(f"{where}.{key} {value!r} is not a sha256 digest")
+        digests.append(value)
+    window = raw.get("window")
+    if not isinstance(window, str):
+        raise FormatError(f"{where}.window must be a string")
+    return FetchPoint(c, bits, u, decode_window(window, where), ce, ue, digests[0], digests[1], time_ms)
 
 
 def _segment(raw: Any, where: str) -> Segment:

@@ -1,26 +1,31 @@
 """Options of the lazy filesystem, named as upstream's ``config.toml`` keys (soci-format.md §6.6).
 
-Defaults are upstream's effective values, so an empty config section and these defaults mean the same.
+Defaults are upstream's effective values (except the ``[fuse]`` timeouts: see ``IMMUTABLE_CACHE_SEC``), so an
+empty config section and these defaults mean the same.
 The daemon's config loader fills them; ``soci mount`` uses them directly.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 from soci.errors import InvalidArgument
 
 DropPolicy = Literal["newest", "oldest"]
+
+IMMUTABLE_CACHE_SEC: Final = 3600
+"""Kernel cache lifetime of layer metadata. Upstream's default is 1 s, but a layer never changes while mounted,
+and a 1 s lifetime sends every lookup and getattr of a starting container back to Python again and again."""
 
 
 @dataclass(frozen=True, slots=True)
 class FuseOptions:
     """``[fuse]``: kernel cache lifetimes in seconds for layer contents (layer data never changes)."""
 
-    attr_timeout: float = 1
-    entry_timeout: float = 1
-    negative_timeout: float = 1
+    attr_timeout: float = IMMUTABLE_CACHE_SEC
+    entry_timeout: float = IMMUTABLE_CACHE_SEC
+    negative_timeout: float = IMMUTABLE_CACHE_SEC
     log_fuse_operations: bool = False
 
 

@@ -19,6 +19,7 @@ States (upstream's ``fs/span-manager/span.go``), changed only through ``TRANSITI
 from __future__ import annotations
 
 import asyncio
+import bisect
 import enum
 import hashlib
 import logging
@@ -29,8 +30,9 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from soci.cache import SpanCache
-from soci.codec.zran import inflate_span_into
+from soci.codec.zran import inflate_at, inflate_span_into
 from soci.errors import DataLoss, FailedPrecondition, FormatError, SociError, SpanDigestMismatch, Unavailable
+from soci.formats.load_order import FetchPoint
 from soci.formats.zinfo import GzipZinfo, TarZinfo
 from soci.fs.blob import BlobReader
 from soci.futures import mark_retrieved
@@ -106,6 +108,11 @@ def compressed_key(span_id: int) -> str:
     return f"c{span_id}"
 
 
+def piece_key(start: int, end: int) -> str:
+    """Cache key of the uncompressed bytes ``[start, end)`` a fetch point delivered."""
+    return f"p{start}-{end}"
+
+
 @dataclass(frozen=True, slots=True)
 class SpanStatistics:
     spans: int
@@ -116,6 +123,10 @@ class SpanStatistics:
     """Range requests sent to the blob."""
     requested_bytes: int
     verification_failures: int
+    fetch_points: int = 0
+    """Fetch points loaded (their bytes are in requested_bytes too)."""
+    fetch_point_failures: int = 0
+    """Fetch points rejected (their spans were loaded instead)."""
 
 
 def check_span_table(zinfo: GzipZinfo | TarZinfo, span_digests: Sequence[str], max_span_id: int, *,
@@ -202,6 +213,12 @@ class SpanManager:
         self._requested_bytes = 0
         self._verification_failures = 0
         self._closed = False
+        # fetch points: verified uncompressed ranges outside the span table, sorted by start
+        self._piece_starts: list[int] = []
+        self._pieces: list[tuple[int, int]] = []
+        self._piece_waits: dict[tuple[int, int], asyncio.Future[SpanBytes | None]] = {}
+        self._fetch_points = 0
+        self._fetch_point_failures = 0
 
     # ---- public ----------------------------------------------------------------------------------------
 
@@ -234,6 +251,15 @@ class SpanManager:
         end = min(end, self._usize)
         if start >= end:
             return b""
+        if self._pieces or self._piece_waits:
+            served = await self._read_piece(start, end)
+            if served is not None:
+                # spans after a fetch point are loaded ahead only for a reader that got to its end: the workload
+                # read no further when it was recorded, and loading whole spans after every head read would undo
+                # the point (a reader going on past the point reads through spans, with their readahead)
+                if readahead_limit is not None and self._readahead_spans and readahead_limit > end >= served[1]:
+                    self._readahead(self.span_of(min(served[1], self._usize - 1)), readahead_limit)
+                return served[0]
         first, last = self.span_of(start), self.span_of(end - 1)
         fresh = await self._ensure(first, last)
         sequential = readahead_limit is not None
@@ -302,13 +328,56 @@ class SpanManager:
         """Range requests sent so far (``statistics`` without counting the states of every span)."""
         return self._requests
 
+    def accepts(self, point: FetchPoint) -> bool:
+        """Whether ``point`` fits this layer (a gzip layer; ranges inside the blob and the layer)."""
+        return (
+            isinstance(self._zinfo, GzipZinfo)
+            and 0 <= point.first_byte < point.compressed_end <= self._csize
+            and 0 <= point.uncompressed_offset < point.uncompressed_end
+            and point.uncompressed_offset < self._usize
+        )
+
+    async def fetch_point(self, point: FetchPoint) -> None:
+        """Load a load order document's fetch point; return once its compressed bytes have arrived.
+
+        The bytes are checked against the point's digests (compressed, then inflated from its checkpoint) before
+        any reader sees them; a point that does not fit, cannot be fetched or fails a check is counted, logged,
+        and its spans are loaded instead, verified as always. Raises only when those spans cannot be fetched.
+        """
+        start, end = point.uncompressed_offset, min(point.uncompressed_end, self._usize)
+        if not self.accepts(point):
+            self._fetch_point_failures += 1
+            raise FormatError(f"{self.name}: fetch point at {start} does not fit the layer")
+        first, last = self.span_of(start), self.span_of(end - 1)
+        if (start, end) in self._piece_waits or self._piece_covering(start, end) is not None:
+            return
+        if all(self._states[i] is SpanState.UNCOMPRESSED or i in self._inflight for i in range(first, last + 1)):
+            return  # the spans are (being) loaded anyway
+        key = piece_key(start, end)
+        if self._cache.contains(key):  # from an earlier mount of this layer
+            self._add_piece(start, end)
+            return
+        future: asyncio.Future[SpanBytes | None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(mark_retrieved)
+        self._piece_waits[(start, end)] = future
+        try:
+            raw = await self._read_blob(point.first_byte, point.compressed_end, f"fetch point at {start}")
+        except (SociError, OSError) as exc:
+            del self._piece_waits[(start, end)]
+            future.set_result(None)
+            self._fetch_point_failures += 1
+            log.warning("%s: fetch point at %d: %s; loading spans %d-%d instead", self.name, start, exc, first, last)
+            await self.fetch(first, last)
+            return
+        self._spawn(self._finish_point(point, end, raw, future, first, last))
+
     def statistics(self) -> SpanStatistics:
         states = dict.fromkeys(SpanState, 0)
         for s in self._states:
             states[s] += 1
         return SpanStatistics(
             len(self._states), states, self._fetched_bytes, self._requests, self._requested_bytes,
-            self._verification_failures,
+            self._verification_failures, self._fetch_points, self._fetch_point_failures,
         )  # fmt: skip
 
     async def wait_idle(self) -> None:
@@ -535,11 +604,87 @@ class SpanManager:
             raw = await self._fetch(span_id, span_id)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    # ---- fetch points ----------------------------------------------------------------------------------------
+
+    async def _finish_point(self, point: FetchPoint, end: int, raw: bytes, future: asyncio.Future[SpanBytes | None],
+                            first: int, last: int) -> None:  # fmt: skip
+        start = point.uncompressed_offset
+        try:
+            data = await self._in_thread(self._check_point, point, raw)
+        except Exception as exc:
+            self._piece_waits.pop((start, end), None)
+            future.set_result(None)
+            self._fetch_point_failures += 1
+            log.warning("%s: fetch point at %d rejected: %s; loading spans %d-%d instead", self.name, start, exc,
+                        first, last)  # fmt: skip
+            self._start(range(first, last + 1))  # readers that came meanwhile fetch the same spans
+            return
+        future.set_result(data)  # waiting readers go on while the cache is written
+        try:
+            # the point may run past the layer's end (tar padding after the archive size): keep what is served
+            kept = data if len(data) == end - start else bytes(memoryview(data)[: end - start])
+            await self._in_thread(self._cache.put, piece_key(start, end), kept)
+        except Exception as exc:
+            log.warning("%s: cannot cache fetch point at %d: %s", self.name, start, exc)
+        else:
+            self._add_piece(start, end)
+            self._fetch_points += 1
+        finally:
+            self._piece_waits.pop((start, end), None)
+
+    @staticmethod
+    def _check_point(point: FetchPoint, raw: bytes) -> SpanBytes:
+        actual = "sha256:" + hashlib.sha256(raw).hexdigest()
+        if actual != point.digest:
+            raise DataLoss(f"compressed bytes have digest {actual}, the document says {point.digest}")
+        data = inflate_at(raw, base=point.first_byte, bits=point.bits, window=point.window,
+                          length=point.uncompressed_end - point.uncompressed_offset)  # fmt: skip
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != point.uncompressed_digest:
+            raise DataLoss(f"inflated bytes have digest {actual}, the document says {point.uncompressed_digest}")
+        return data
+
+    def _add_piece(self, start: int, end: int) -> None:
+        i = bisect.bisect_left(self._pieces, (start, end))
+        if i < len(self._pieces) and self._pieces[i] == (start, end):
+            return
+        self._pieces.insert(i, (start, end))
+        self._piece_starts.insert(i, start)
+
+    def _piece_covering(self, start: int, end: int) -> tuple[int, int] | None:
+        i = bisect.bisect_right(self._piece_starts, start)
+        for j in range(i - 1, max(i - 3, -1), -1):  # neighbouring points may overlap by a block
+            if self._pieces[j][1] >= end:
+                return self._pieces[j]
+        return None
+
+    async def _read_piece(self, start: int, end: int) -> tuple[bytes, int] | None:
+        """``[start, end)`` from a fetch point (waiting for one in flight), with its end; None if none has it."""
+        for (lo, hi), future in list(self._piece_waits.items()):
+            if lo <= start and end <= hi:
+                data = await asyncio.shield(future)
+                if data is not None:
+                    return bytes(memoryview(data)[start - lo : end - lo]), hi
+                break
+        piece = self._piece_covering(start, end)
+        if piece is None:
+            return None
+        lo, hi = piece
+        data = await self._in_thread(self._cache.read, piece_key(lo, hi), start - lo, end - start)
+        if data is None or len(data) != end - start:
+            i = self._pieces.index(piece)  # evicted from the cache: whole spans serve it from now on
+            del self._pieces[i], self._piece_starts[i]
+            return None
+        return data, hi
+
     async def _fetch(self, first: int, last: int) -> bytes:
         """Compressed bytes of spans ``first..last`` in one range request."""
+        return await self._read_blob(self._cstart[first], self._cend[last], f"spans {first}-{last}")
+
+    async def _read_blob(self, start: int, end: int, what: str) -> bytes:
+        """Blob bytes ``[start, end)`` in one range request (``what`` names them in errors)."""
         if self._closed:
             raise Unavailable(f"{self.name}: layer is closed")
-        start, end = self._cstart[first], self._cend[last]
         if self._limiter is not None:
             await self._limiter.acquire()
         try:
@@ -549,16 +694,16 @@ class SpanManager:
         except DataLoss:
             raise
         except TimeoutError as exc:
-            raise Unavailable(f"{self.name}: fetching spans {first}-{last} timed out after "
+            raise Unavailable(f"{self.name}: fetching {what} timed out after "
                               f"{self._fetch_timeout_sec} s") from exc  # fmt: skip
         except (SociError, OSError) as exc:
-            raise Unavailable(f"{self.name}: cannot fetch spans {first}-{last} (bytes {start}-{end - 1}): "
+            raise Unavailable(f"{self.name}: cannot fetch {what} (bytes {start}-{end - 1}): "
                               f"{exc}") from exc  # fmt: skip
         finally:
             if self._limiter is not None:
                 self._limiter.release()
         if len(data) != end - start:
-            raise DataLoss(f"{self.name}: short read of spans {first}-{last}: got {len(data)} of {end - start} bytes")
+            raise DataLoss(f"{self.name}: short read of {what}: got {len(data)} of {end - start} bytes")
         self._requested_bytes += len(data)
         return data
 
@@ -640,4 +785,3 @@ class SpanManager:
         if made != length:
             raise FormatError(f"{self.name}: span {span_id} inflated to {made} bytes, want {length}")
         return out
-

@@ -7,6 +7,10 @@ a time and sends the next request as soon as the bytes are in (verification, inf
 behind it); a FUSE read needing a span that is not loaded yet fetches it at once (the span manager shares
 one fetch between the two). The background fetcher is held while runs are queued. Failures are logged and
 skipped: a replay never fails a mount.
+
+A layer whose document has fetch points replays those instead of the spans of the ranges they cover: one
+request for the bytes between two deflate block boundaries, checked against the document's digests and
+inflated from its checkpoint (``SpanManager.fetch_point``, which falls back to the whole spans on any failure).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from soci.errors import SociError
-from soci.formats.load_order import Segment
+from soci.formats.load_order import FetchPoint, Segment
 from soci.fs.background import BackgroundFetcher
 from soci.fs.layer import Layer
 from soci.fs.tree import LayerTree
@@ -46,23 +50,37 @@ class SpanPlan:
         return sum(last - first + 1 for first, last in self.runs)
 
 
-def plan_spans(tree: LayerTree, span_of: Callable[[int], int], segments: Sequence[Segment]) -> SpanPlan:
-    """Map segments to spans through the layer's own inode table (the tar header of each file is included,
-    since the first read of a file verifies it)."""
+def segment_ranges(tree: LayerTree, segment: Segment) -> list[tuple[int, int]] | None:
+    """The uncompressed layer ranges a segment needs: its file's tar header (the first read of a file verifies
+    it) and its data; None when the path is not a regular file of the layer."""
+    ino = tree.resolve(segment.path.encode())
+    if not ino or not tree.is_regular(ino):
+        return None
+    data_offset, size = tree.data_range(ino)
+    pieces = [(tree.header_offset(ino), data_offset)]
+    if segment.offset < size:
+        pieces.append((data_offset + segment.offset, data_offset + min(segment.end, size)))
+    return [(start, end) for start, end in pieces if start < end]
+
+
+def plan_spans(
+    tree: LayerTree,
+    span_of: Callable[[int], int],
+    segments: Sequence[Segment],
+    covered: Sequence[FetchPoint] = (),
+) -> SpanPlan:
+    """Map segments to spans through the layer's own inode table; ranges inside one of the ``covered`` fetch
+    points need no span."""
     seen: set[int] = set()
     order: list[tuple[int, int]] = []  # (span, time_ms)
     missing = 0
     for segment in segments:
-        ino = tree.resolve(segment.path.encode())
-        if not ino or not tree.is_regular(ino):
+        pieces = segment_ranges(tree, segment)
+        if pieces is None:
             missing += 1
             continue
-        data_offset, size = tree.data_range(ino)
-        pieces = [(tree.header_offset(ino), data_offset)]
-        if segment.offset < size:
-            pieces.append((data_offset + segment.offset, data_offset + min(segment.end, size)))
         for start, end in pieces:
-            if end <= start:
+            if any(p.uncompressed_offset <= start and end <= p.uncompressed_end for p in covered):
                 continue
             for span in range(span_of(start), span_of(end - 1) + 1):
                 if span not in seen:
@@ -87,6 +105,7 @@ class ReplayResult:
     failed_runs: int
     missing: int
     seconds: float
+    fetch_points: int = 0
 
 
 @dataclass(eq=False)
@@ -97,6 +116,7 @@ class _Job:
     start: float
     pending: int
     failed: int = 0
+    points: int = 0
     done: asyncio.Future[ReplayResult] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -106,25 +126,35 @@ class ReplayScheduler:
     def __init__(self, *, max_concurrency: int = 2, background: BackgroundFetcher | None = None) -> None:
         self._limit = max(1, max_concurrency)
         self._background = background
-        self._heap: list[tuple[int, int, int, int, _Job]] = []  # (time_ms, seq, first, last, job)
+        # (time_ms, seq, first span, last span, or a fetch point instead, job)
+        self._heap: list[tuple[int, int, int, int, FetchPoint | None, _Job]] = []
         self._seq = itertools.count()
         self._workers: set[asyncio.Task[None]] = set()
         self._finishing: set[asyncio.Task[None]] = set()
 
-    def add(self, layer: Layer, segments: Sequence[Segment], *, name: str = "") -> asyncio.Future[ReplayResult]:
-        """Queue the spans ``segments`` need; the future resolves when they are all loaded (or failed)."""
-        plan = plan_spans(layer.tree, layer.spans.span_of, segments)
+    def add(
+        self, layer: Layer, segments: Sequence[Segment], *, name: str = "", fetch_points: Sequence[FetchPoint] = ()
+    ) -> asyncio.Future[ReplayResult]:
+        """Queue the fetch points and the spans of what they do not cover; the future resolves when they are all
+        loaded (or failed)."""
+        points = [p for p in fetch_points if layer.spans.accepts(p)]
+        if len(points) < len(fetch_points):
+            log.warning("load order %s: %d of %d fetch points of layer %s do not fit it; their spans are loaded",
+                        name, len(fetch_points) - len(points), len(fetch_points), layer.digest)  # fmt: skip
+        plan = plan_spans(layer.tree, layer.spans.span_of, segments, points)
         if plan.missing:
             log.warning("load order %s: %d of %d segments of layer %s name no regular file; skipped",
                         name, plan.missing, plan.segments, layer.digest)  # fmt: skip
-        job = _Job(name, layer, plan, time.monotonic(), len(plan.runs))
-        if not plan.runs:
+        job = _Job(name, layer, plan, time.monotonic(), len(plan.runs) + len(points), points=len(points))
+        if not job.pending:
             self._finish(job)
             return job.done
         if not self._heap and not self._workers and self._background is not None:
             self._background.hold()
         for (first, last), when in zip(plan.runs, plan.times, strict=True):
-            heapq.heappush(self._heap, (when, next(self._seq), first, last, job))
+            heapq.heappush(self._heap, (when, next(self._seq), first, last, None, job))
+        for point in points:
+            heapq.heappush(self._heap, (point.time_ms, next(self._seq), 0, 0, point, job))
         loop = asyncio.get_running_loop()
         while len(self._workers) < min(self._limit, len(self._heap)):
             task = loop.create_task(self._work(), name="soci-load-order-replay")
@@ -139,13 +169,17 @@ class ReplayScheduler:
 
     async def _work(self) -> None:
         while self._heap:
-            _, _, first, last, job = heapq.heappop(self._heap)
+            _, _, first, last, point, job = heapq.heappop(self._heap)
             try:
-                # only the transfer is waited for: the next request goes out while these spans are inflated
-                await job.layer.spans.fetch(first, last)
+                # only the transfer is waited for: the next request goes out while these bytes are inflated
+                if point is None:
+                    await job.layer.spans.fetch(first, last)
+                else:
+                    await job.layer.spans.fetch_point(point)
             except (SociError, OSError) as exc:
                 job.failed += 1
-                log.warning("load order %s: layer %s spans %d-%d: %s", job.name, job.layer.digest, first, last, exc)
+                what = f"spans {first}-{last}" if point is None else f"fetch point at {point.uncompressed_offset}"
+                log.warning("load order %s: layer %s %s: %s", job.name, job.layer.digest, what, exc)
             job.pending -= 1
             if not job.pending:
                 self._finishing.add(task := asyncio.get_running_loop().create_task(self._settle(job)))
@@ -157,9 +191,10 @@ class ReplayScheduler:
 
     def _finish(self, job: _Job) -> None:
         result = ReplayResult(job.name, job.layer.digest, job.plan.span_count, job.failed, job.plan.missing,
-                              time.monotonic() - job.start)  # fmt: skip
-        log.info("load order %s replayed on layer %s: %d spans in %.2f s (%d runs failed)",
-                 job.name, job.layer.digest, result.spans, result.seconds, result.failed_runs)  # fmt: skip
+                              time.monotonic() - job.start, job.points)  # fmt: skip
+        log.info("load order %s replayed on layer %s: %d fetch points and %d spans in %.2f s (%d runs failed)",
+                 job.name, job.layer.digest, result.fetch_points, result.spans, result.seconds,
+                 result.failed_runs)  # fmt: skip
         if not job.done.done():
             job.done.set_result(result)
 
@@ -178,10 +213,12 @@ async def replay(
     name: str = "",
     max_concurrency: int = 2,
     background: BackgroundFetcher | None = None,
+    fetch_points: Sequence[FetchPoint] = (),
 ) -> ReplayResult:
-    """Load the spans ``segments`` need, in order, ``max_concurrency`` runs at a time."""
+    """Load the fetch points and the spans ``segments`` need beyond them, in order, ``max_concurrency`` runs at
+    a time."""
     scheduler = ReplayScheduler(max_concurrency=max_concurrency, background=background)
     try:
-        return await scheduler.add(layer, segments, name=name)
+        return await scheduler.add(layer, segments, name=name, fetch_points=fetch_points)
     finally:
         await scheduler.aclose()

@@ -117,7 +117,7 @@ class LoadOrderService:
                 log.debug("load order %s: image %s is not fully mounted; replaying anyway", choice.name,
                           image.manifest_digest)  # fmt: skip
         try:
-            await self._scheduler.add(layer, entry.segments, name=choice.name)
+            await self._scheduler.add(layer, entry.segments, name=choice.name, fetch_points=entry.fetch_points)
         except Exception:  # never let a replay bug reach the daemon
             log.exception("load order %s: replay of layer %s failed", choice.name, layer.digest)
 

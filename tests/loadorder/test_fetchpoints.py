@@ -1,0 +1,218 @@
+"""Fetch points: replay fetches only the block-bounded ranges a document names, checks them against its digests,
+serves exactly the layer's bytes, and falls back to whole verified spans for anything that does not check out."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import io
+import json
+import random
+import tarfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from lo_layers import CountingBlob
+
+from soci.formats import load_order as lo
+from soci.formats.load_order import FetchPoint, Segment
+from soci.formats.zinfo import WINDOW_SIZE, GzipZinfo, zinfo_from_blob
+from soci.formats.ztoc_codec import marshal_ztoc
+from soci.fs.layer import Layer, LayerRequest, LayerResolver
+from soci.fs.ztoc_reader import load_ztoc
+from soci.index.ztoc_builder import build_ztoc
+from soci.loadorder.fetchpoints import layer_fetch_points
+from soci.loadorder.replay import plan_spans, replay
+
+pytestmark = pytest.mark.timeout(60)
+
+SPAN_SIZE = 1 << 20
+WORDS = [w.encode() for w in ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "sigma", "omega\n")]
+
+
+def _text(rng: random.Random, size: int) -> bytes:
+    out = bytearray()
+    while len(out) < size:
+        out += b" ".join(rng.choice(WORDS) for _ in range(12)) + b"%d\n" % rng.randrange(10**6)
+    return bytes(out[:size])
+
+
+class _Layer:
+    def __init__(self, files: int = 14, size: int = 300_000, seed: int = 9) -> None:
+        rng = random.Random(seed)
+        buf = io.BytesIO()
+        self.files: dict[str, bytes] = {}
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for i in range(files):
+                name = f"lib/part-{i:02d}.txt"
+                data = _text(rng, size + i * 1000)
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mtime = 1_700_000_000
+                tar.addfile(info, io.BytesIO(data))
+                self.files[name] = data
+        self.blob = gzip.compress(buf.getvalue(), mtime=0)
+        self.digest = "sha256:" + hashlib.sha256(self.blob).hexdigest()
+        self.ztoc = marshal_ztoc(build_ztoc(io.BytesIO(self.blob), span_size=SPAN_SIZE, algorithm="gzip"))
+
+    def request(self) -> tuple[LayerRequest, CountingBlob]:
+        blob = CountingBlob(self.blob)
+        return LayerRequest(self.digest, "sha256:" + hashlib.sha256(self.ztoc).hexdigest(), self.ztoc, blob), blob
+
+    async def fetch_points(self, segments: list[Segment]) -> tuple[FetchPoint, ...]:
+        info, tree = load_ztoc(self.ztoc)
+        zinfo = zinfo_from_blob(info.compression_algorithm, info.checkpoints)
+        assert isinstance(zinfo, GzipZinfo)
+        blob = CountingBlob(self.blob)
+        return await layer_fetch_points(tree, zinfo, info.span_digests, info.compressed_archive_size, segments,
+                                        blob.read_at)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def layer() -> _Layer:
+    return _Layer()
+
+
+@pytest.fixture(scope="module")
+def executor() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(2) as pool:
+        yield pool
+
+
+def _segments(layer: _Layer) -> list[Segment]:
+    names = list(layer.files)
+    # heads of a few files, the middle of one, one file whole; in a non-monotonic access order
+    return [
+        Segment(names[5], 0, 8192, time_ms=0),
+        Segment(names[1], 0, 4096, time_ms=3),
+        Segment(names[9], 65536, 20480, time_ms=5),
+        Segment(names[12], 0, len(layer.files[names[12]]), time_ms=9),
+    ]
+
+
+async def _read_all(opened: Layer, layer: _Layer, segments: list[Segment]) -> None:
+    for segment in segments:
+        ino = opened.tree.resolve(segment.path.encode())
+        got = await opened.reader.read(ino, segment.offset, segment.length)
+        assert got == layer.files[segment.path][segment.offset : segment.end]
+
+
+async def test_replay_fetches_only_the_points_and_serves_exact_bytes(
+    layer: _Layer, tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    segments = _segments(layer)
+    points = await layer.fetch_points(segments)
+    assert 1 <= len(points) <= len(segments)
+    assert [p.time_ms for p in points] == sorted(p.time_ms for p in points)
+    request, blob = layer.request()
+    resolver = LayerResolver(tmp_path, executor=executor)
+    opened = await resolver.acquire(request)
+    try:
+        span_plan = plan_spans(opened.tree, opened.spans.span_of, segments)
+        span_bytes = sum(opened.spans.compressed_range(last)[1] - opened.spans.compressed_range(first)[0]
+                         for first, last in span_plan.runs)  # fmt: skip
+        before = len(blob.reads)
+        result = await replay(opened, segments, name="points", fetch_points=points)
+        assert (result.fetch_points, result.spans, result.failed_runs) == (len(points), 0, 0)
+        replayed = sum(length for _, length in blob.reads[before:])
+        assert replayed == sum(p.compressed_end - p.first_byte for p in points)
+        assert replayed < span_bytes / 2
+        stats = opened.spans.statistics()
+        assert (stats.fetch_points, stats.fetch_point_failures) == (len(points), 0)
+        settled = len(blob.reads)
+        await _read_all(opened, layer, segments)
+        assert blob.reads[settled:] == [], [(p.uncompressed_offset, p.uncompressed_end) for p in points]
+        # a file the document does not name is served through verified spans as before
+        other = list(layer.files)[3]
+        assert await opened.reader.read(opened.tree.resolve(other.encode()), 0, 1000) == layer.files[other][:1000]
+        assert len(blob.reads) > settled
+    finally:
+        await resolver.release(opened)
+
+
+def _tamper(point: FetchPoint, what: str) -> FetchPoint:
+    if what == "digest":
+        return replace(point, digest="sha256:" + hashlib.sha256(b"other").hexdigest())
+    if what == "uncompressed_digest":
+        return replace(point, uncompressed_digest="sha256:" + hashlib.sha256(b"other").hexdigest())
+    if what == "window":
+        return replace(point, window=random.Random(1).randbytes(WINDOW_SIZE))
+    if what == "bits":
+        return replace(point, bits=(point.bits + 3) % 8 or 1, compressed_offset=max(point.compressed_offset, 1))
+    raise AssertionError(what)
+
+
+@pytest.mark.parametrize("what", ["digest", "uncompressed_digest", "window", "bits"])
+async def test_tampered_points_fall_back_to_verified_spans(
+    layer: _Layer, what: str, tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    segments = _segments(layer)
+    points = [p for p in await layer.fetch_points(segments) if p.uncompressed_offset >= WINDOW_SIZE]
+    assert points
+    tampered = [_tamper(p, what) for p in points]
+    request, _ = layer.request()
+    resolver = LayerResolver(tmp_path, executor=executor)
+    opened = await resolver.acquire(request)
+    try:
+        await replay(opened, segments, name="tampered", fetch_points=tampered)
+        await opened.spans.wait_idle()
+        stats = opened.spans.statistics()
+        assert (stats.fetch_points, stats.fetch_point_failures) == (0, len(tampered))
+        await _read_all(opened, layer, segments)  # never a wrong byte: the spans serve them, verified
+    finally:
+        await resolver.release(opened)
+
+
+async def test_readers_during_a_replay_get_exact_bytes(
+    layer: _Layer, tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    """Reads racing the replay wait for the point in flight (or load spans): the bytes are right either way."""
+
+    segments = _segments(layer)
+    points = await layer.fetch_points(segments)
+    request, _ = layer.request()
+    resolver = LayerResolver(tmp_path, executor=executor)
+    opened = await resolver.acquire(request)
+    try:
+        await asyncio.gather(replay(opened, segments, name="race", fetch_points=points),
+                             _read_all(opened, layer, segments))  # fmt: skip
+        await _read_all(opened, layer, segments)
+    finally:
+        await resolver.release(opened)
+
+
+async def test_document_round_trip_and_old_documents(layer: _Layer) -> None:
+    segments = _segments(layer)
+    points = await layer.fetch_points(segments)
+    document = lo.LoadOrder("app", (lo.LayerLoadOrder(layer.digest, tuple(segments), fetch_points=points),))
+    data = lo.marshal(document)
+    assert lo.parse(data) == document
+    assert all(p.time_ms == 0 for p in lo.parse(lo.identity_bytes(document)).layers[0].fetch_points)
+    old = lo.marshal(lo.LoadOrder("app", (lo.LayerLoadOrder(layer.digest, tuple(segments)),)))
+    assert b"fetch_points" not in old and lo.parse(old).layers[0].fetch_points == ()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("window", "bm90IHpsaWI=", "window is not base64 of zlib data"),
+        ("window", lo.encode_window(b"x" * 100), "window is not 32768 bytes"),
+        ("bits", 8, "bits must be 0-7"),
+        ("digest", "md5:00", "is not a sha256 digest"),
+        ("uncompressed_end", 0, "ranges must not be empty"),
+    ],
+)
+async def test_malformed_points_are_rejected_naming_the_field(
+    layer: _Layer, field: str, value: object, message: str
+) -> None:
+
+    points = await layer.fetch_points(_segments(layer))
+    document = lo.LoadOrder("app", (lo.LayerLoadOrder(layer.digest, (Segment("a", 0, 1),), fetch_points=points),))
+    obj = json.loads(lo.marshal(document))
+    obj["layers"][0]["fetch_points"][0][field] = value
+    with pytest.raises(lo.FormatError, match=message):
+        lo.parse(json.dumps(obj).encode())
