@@ -242,6 +242,8 @@ def load_config(path: Path, *, required: bool = True) -> Config:
         return default_config()
     except OSError as exc:
         raise InvalidArgument(f"cannot read config file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"config file {path} is not UTF-8: {exc.reason} at byte {exc.start}") from None
     return parse_config(text, str(path))
 
 
@@ -250,6 +252,9 @@ def parse_config(text: str, where: str = "config") -> Config:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidArgument(f"{where}: invalid TOML: {exc}") from exc
+    except RecursionError:
+        # tomllib recurses once per nested array or inline table
+        raise InvalidArgument(f"{where}: invalid TOML: arrays or inline tables nest too deep") from None
     config = _decode(Config, document, where, "")
     return normalize(config, where)
 

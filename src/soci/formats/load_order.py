@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from soci.errors import FormatError
+from soci.formats import gojson
 from soci.formats.digest import is_digest
 
 MEDIA_TYPE_LOAD_ORDER: Final = "application/vnd.soci-py.load-order.v1+json"
@@ -223,10 +224,7 @@ def parse(data: bytes, what: str = "load order document") -> LoadOrder:
     """
     if len(data) > MAX_DOCUMENT_BYTES:
         raise FormatError(f"{what} is {len(data)} bytes, over the limit of {MAX_DOCUMENT_BYTES}")
-    try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise FormatError(f"{what} is not JSON: {exc}") from exc
+    obj = gojson.loads(data, what)
     if not isinstance(obj, dict):
         raise FormatError(f"{what} is not a JSON object")
     if obj.get("version") != VERSION:
