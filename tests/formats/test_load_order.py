@@ -97,7 +97,7 @@ def test_malformed_documents_are_rejected_with_a_named_field(obj: dict[str, Any]
 
 
 def test_not_json_and_oversized() -> None:
-    with pytest.raises(FormatError, match="not JSON"):
+    with pytest.raises(FormatError, match="invalid JSON"):
         lo.parse(b"{")
     with pytest.raises(FormatError, match="over the limit"):
         lo.parse(b" " * (lo.MAX_DOCUMENT_BYTES + 1))

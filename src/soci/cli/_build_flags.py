@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -10,6 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from soci.errors import InvalidArgument
+from soci.formats import gojson
 from soci.formats import soci_index as si
 from soci.formats.oci import Platform
 from soci.formats.platforms import parse_platform
@@ -50,8 +50,8 @@ def build_options(
     files = list(prefetch_files)
     if prefetch_files_json is not None:
         try:
-            loaded = json.loads(prefetch_files_json.read_bytes())
-        except (OSError, ValueError) as exc:
+            loaded = gojson.loads(prefetch_files_json.read_bytes(), str(prefetch_files_json))
+        except OSError as exc:
             raise InvalidArgument(f"--prefetch-files-json {prefetch_files_json}: {exc}") from exc
         if not isinstance(loaded, list) or not all(isinstance(x, str) for x in loaded):
             raise InvalidArgument(f"--prefetch-files-json {prefetch_files_json}: want a JSON array of strings")

@@ -69,7 +69,7 @@ def info(g: GlobalOptions, digest: str) -> None:
         if entry.type != ARTIFACT_INDEX:
             raise CliError(f"{digest} is not a SOCI index (it is a {entry.type})")
         data = store.content.read_blob(digest)
-        click.echo(gojson.marshal_indent(gojson.unmarshal_object(data, f"SOCI index {digest}")))
+        click.echo(gojson.pretty(gojson.unmarshal_object(data, f"SOCI index {digest}")))
 
 
 @index.command("remove")

@@ -124,3 +124,10 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("soci: interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:
+        # The last line of defence for hostile input: commands map SociError to one line themselves, and
+        # anything else reaching here is a bug, still reported as one line (the traceback with --debug).
+        if "--debug" in sys.argv[1:]:
+            raise
+        click.echo(f"soci: internal error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)

@@ -249,6 +249,8 @@ def load_config(path: Path, *, required: bool = True) -> Config:
         return default_config()
     except OSError as exc:
         raise InvalidArgument(f"cannot read config file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"config file {path} is not UTF-8: {exc.reason} at byte {exc.start}") from None
     return parse_config(text, str(path))
 
 
@@ -257,6 +259,9 @@ def parse_config(text: str, where: str = "config") -> Config:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidArgument(f"{where}: invalid TOML: {exc}") from exc
+    except RecursionError:
+        # tomllib recurses once per nested array or inline table
+        raise InvalidArgument(f"{where}: invalid TOML: arrays or inline tables nest too deep") from None
     unknown: list[str] = []
     config = _decode(Config, document, where, "", unknown)
     for key in unknown:

@@ -8,6 +8,7 @@ and Go's string escaping (``<``, ``>``, ``&``, U+2028 and U+2029 escaped; other 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -96,14 +97,58 @@ def marshal_indent(value: Any, indent: str = "  ") -> str:
     return json.dumps(json.loads(raw), indent=len(indent), ensure_ascii=False, separators=(",", ": "))
 
 
-def unmarshal_object(data: bytes | str, what: str) -> dict[str, Any]:
-    """Parse a JSON object, raising FormatError naming ``what`` on any problem."""
+def pretty(value: Any) -> str:
+    """A parsed document re-indented for people: any JSON value (floats, lone surrogates) prints."""
     import json
 
+    text = json.dumps(value, indent=2, ensure_ascii=False, separators=(",", ": "))
     try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{what}: invalid JSON: {exc}") from exc
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # a lone surrogate from a \ud800 escape cannot be written as UTF-8; keep it escaped
+        text = json.dumps(value, indent=2, separators=(",", ": "))
+    return text
+
+
+# Go's decoder allows 10,000 levels; ours must stay well under CPython's recursion limit (1,000) because
+# the C decoder and our encoders recurse once per level. Real manifests, indexes and configs nest under 10.
+MAX_JSON_DEPTH = 256
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def check_depth(data: bytes | str, what: str, limit: int = MAX_JSON_DEPTH) -> None:
+    """Reject JSON nested deeper than ``limit`` before any recursive decoder sees it."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return  # cannot nest deeper than its number of openers: the common case costs two C-speed counts
+    depth = 0
+    for token in _BRACKET.findall(_JSON_STRING.sub(b"", raw)):
+        if token in b"[{":
+            depth += 1
+            if depth > limit:
+                raise FormatError(f"{what}: JSON nests deeper than {limit} levels")
+        else:
+            depth -= 1
+
+
+def loads(data: bytes | bytearray | str, what: str) -> Any:
+    """Parse JSON with a nesting limit, raising FormatError naming ``what`` on any problem."""
+    import json
+
+    if isinstance(data, bytearray):
+        data = bytes(data)
+    check_depth(data, what)
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise FormatError(f"{what}: invalid JSON: {exc}") from None
+
+
+def unmarshal_object(data: bytes | bytearray | str, what: str) -> dict[str, Any]:
+    """Parse a JSON object, raising FormatError naming ``what`` on any problem."""
+    value = loads(data, what)
     if not isinstance(value, dict):
         raise FormatError(f"{what}: expected a JSON object, got {type(value).__name__}")
     return value

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from soci.errors import FormatError
+from soci.formats import gojson
 from soci.formats.digest import is_digest
 from soci.formats.zinfo import WINDOW_SIZE
 
@@ -304,10 +305,7 @@ def parse(data: bytes, what: str = "load order document") -> LoadOrder:
     """
     if len(data) > MAX_DOCUMENT_BYTES:
         raise FormatError(f"{what} is {len(data)} bytes, over the limit of {MAX_DOCUMENT_BYTES}")
-    try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise FormatError(f"{what} is not JSON: {exc}") from exc
+    obj = gojson.loads(data, what)
     if not isinstance(obj, dict):
         raise FormatError(f"{what} is not a JSON object")
     if obj.get("version") != VERSION:

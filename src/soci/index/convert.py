@@ -8,12 +8,12 @@ them with the original.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Protocol
 
 from soci.errors import FormatError, InvalidArgument, NotFound
+from soci.formats import gojson
 from soci.formats import soci_index as si
 from soci.formats.digest import sha256_digest
 from soci.formats.oci import (
@@ -54,10 +54,7 @@ class ConvertResult:
 def config_platform(source: ImageSource, manifest: Manifest) -> Platform:
     """The platform an image's config declares."""
     raw = source.read_blob(manifest.config.digest)
-    try:
-        cfg = json.loads(raw)
-    except ValueError as exc:
-        raise FormatError(f"image config {manifest.config.digest}: invalid JSON") from exc
+    cfg = gojson.loads(raw, f"image config {manifest.config.digest}")
     if not isinstance(cfg, dict):
         raise FormatError(f"image config {manifest.config.digest}: expected a JSON object")
     return Platform(

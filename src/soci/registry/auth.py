@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import re
 import time
@@ -18,7 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlencode, urlsplit
 
-from soci.errors import Unauthenticated
+from soci.errors import FormatError, Unauthenticated
+from soci.formats import gojson
 from soci.registry.credentials import CredentialProvider, Credentials
 from soci.registry.hosts import RegistryHost
 from soci.registry.transport import AiohttpTransport, RegistryError, raise_for_status, redact_url
@@ -258,9 +258,9 @@ class Authorizer:
 
     def _parse_token_response(self, raw: bytes, realm: str) -> _Token:
         try:
-            document = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise Unauthenticated(f"token server {redact_url(realm)} answered with invalid JSON") from exc
+            document = gojson.loads(raw, "token response")
+        except FormatError:
+            raise Unauthenticated(f"token server {redact_url(realm)} answered with invalid JSON") from None
         if not isinstance(document, dict):
             raise Unauthenticated(f"token server {redact_url(realm)} answered with a non-object")
         value = document.get("token") or document.get("access_token")

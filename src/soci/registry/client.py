@@ -21,6 +21,7 @@ from typing import Any, Final, Literal
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from soci.errors import DataLoss, FormatError, InvalidArgument, NotFound, Unavailable
+from soci.formats import gojson
 from soci.formats.digest import digest_hex, parse_digest, sha256_digest
 from soci.registry.auth import Authorizer
 from soci.registry.credentials import CredentialProvider
@@ -773,8 +774,8 @@ def _manifest_media_type(content_type: str, data: bytes) -> str:
     if content_type in MANIFEST_MEDIA_TYPES:
         return content_type
     try:
-        document = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        document = gojson.loads(data, "manifest")
+    except FormatError:
         document = None
     if isinstance(document, dict):
         declared = document.get("mediaType")
@@ -788,13 +789,7 @@ def _manifest_media_type(content_type: str, data: bytes) -> str:
 
 
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        document = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{what}: not valid JSON ({exc})") from exc
-    if not isinstance(document, dict):
-        raise FormatError(f"{what}: JSON is not an object")
-    return document
+    return gojson.unmarshal_object(data, what)
 
 
 def _descriptor_list(document: Mapping[str, Any], what: str) -> list[dict[str, Any]]:

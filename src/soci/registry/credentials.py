@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -16,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from soci.errors import InvalidArgument
+from soci.errors import FormatError, InvalidArgument
+from soci.formats import gojson
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +108,10 @@ class DockerConfigCredentials:
 
     def _load(self) -> dict[str, Any] | None:
         try:
-            document = json.loads(self._path.read_text())
+            document = gojson.loads(self._path.read_bytes(), f"docker config {self._path}")
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, FormatError) as exc:
             raise InvalidArgument(f"cannot read docker config {self._path}: {exc}") from exc
         if not isinstance(document, dict):
             raise InvalidArgument(f"docker config {self._path} is not a JSON object")
@@ -196,9 +196,9 @@ async def run_credential_helper(helper: str, server: str) -> Credentials | None:
         log.debug("credential helper %s has no credentials for %s", program, server)
         return None
     try:
-        answer = json.loads(stdout)
+        answer = gojson.loads(stdout, f"credential helper {program}")
         username, secret = str(answer.get("Username", "")), str(answer.get("Secret", ""))
-    except (json.JSONDecodeError, AttributeError):
+    except (FormatError, AttributeError):
         log.warning("credential helper %s returned malformed output for %s", program, server)
         return None
     if username == _HELPER_TOKEN_USERNAME:

@@ -175,6 +175,9 @@ def _parse_hosts_file(path: Path, base_dir: Path) -> tuple[list[RegistryHost], R
         document = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InvalidArgument(f"cannot read {path}: {exc}") from exc
+    except RecursionError:
+        # tomllib recurses once per nested array or inline table
+        raise InvalidArgument(f"cannot read {path}: arrays or inline tables nest too deep") from None
     tables = document.get("host", {})
     if not isinstance(tables, dict):
         raise InvalidArgument(f"{path}: [host] must be a table of tables")

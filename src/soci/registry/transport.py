@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import ssl
@@ -28,6 +27,7 @@ from soci import __version__
 from soci.errors import (
     DataLoss,
     FailedPrecondition,
+    FormatError,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -35,6 +35,7 @@ from soci.errors import (
     Unauthenticated,
     Unavailable,
 )
+from soci.formats import gojson
 
 log = logging.getLogger(__name__)
 
@@ -278,8 +279,8 @@ def error_from_response(method: str, url: str, status: int, reason: str, body: b
 def parse_error_body(body: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Distribution error codes and messages from a JSON error body; empty when it is not one."""
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        document = gojson.loads(body, "error body")
+    except FormatError:
         return (), ()
     errors = document.get("errors") if isinstance(document, dict) else None
     if not isinstance(errors, list):

@@ -8,14 +8,14 @@ hash to the layer's diff ID from the image config.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from soci.errors import DataLoss, FormatError, NotFound
+from soci.errors import DataLoss, NotFound
+from soci.formats import gojson
 from soci.formats.digest import is_digest
 from soci.formats.oci import Descriptor, Manifest
 from soci.fs.unpack import ApplyResult, apply_layer_file
@@ -99,10 +99,7 @@ class LocalUnpacker:
 
 
 def _diff_ids(config: bytes, digest: str) -> list[str]:
-    try:
-        document = json.loads(config)
-    except ValueError as exc:
-        raise FormatError(f"image config {digest}: not JSON ({exc})") from exc
+    document = gojson.loads(config, f"image config {digest}")
     rootfs = document.get("rootfs") if isinstance(document, dict) else None
     diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     if not isinstance(diff_ids, list) or not all(isinstance(d, str) and is_digest(d) for d in diff_ids):
