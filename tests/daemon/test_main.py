@@ -64,9 +64,13 @@ def test_bad_log_level_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_settings_the_daemon_does_not_act_on_are_named() -> None:
     assert unsupported_settings(parse_config("")) == []
-    config = parse_config('debug_address = "127.0.0.1:6060"\n[cri_keychain]\nenable_keychain = true')
+    config = parse_config(
+        'debug_address = "127.0.0.1:6060"\n[cri_keychain]\nenable_keychain = true\n'
+        "[kubeconfig_keychain]\nenable_keychain = true"
+    )
     named = unsupported_settings(config)
-    assert len(named) == 2 and "debug_address" in named[1] and "cri_keychain" in named[0]
+    # the CRI keychain is served; the kubeconfig keychain is accepted and named
+    assert len(named) == 2 and "kubeconfig_keychain" in named[0] and "debug_address" in named[1]
 
 
 def test_layer_metadata_is_cached_for_an_hour_unless_configured() -> None:

@@ -26,6 +26,8 @@ from prometheus_client import CollectorRegistry
 
 from soci import __version__
 from soci.config.config import Config, ignored_settings
+from soci.cri.keychain import CriKeychain
+from soci.cri.proxy import ImageServiceProxy
 from soci.daemon import mounters, systemd
 from soci.daemon.metrics import MetricsServer, SnapshotterMetrics, new_registry
 from soci.errors import FailedPrecondition, InvalidArgument
@@ -85,10 +87,10 @@ def unsupported_settings(config: Config) -> list[str]:
     found = []
     if config.pull_modes.parallel_pull_unpack.enable:
         found.append("[pull_modes.parallel_pull_unpack] enable (layers are unpacked one by one instead)")
-    if config.cri_keychain.enable_keychain:
-        found.append("[cri_keychain] enable_keychain (credentials come from the Docker config)")
     if config.kubeconfig_keychain.enable_keychain:
-        found.append("[kubeconfig_keychain] enable_keychain (credentials come from the Docker config)")
+        found.append(
+            "[kubeconfig_keychain] enable_keychain (no Kubernetes API client; use [cri_keychain] or the Docker config)"
+        )
     if config.debug_address:
         found.append("debug_address (no debug endpoint)")
     if config.content_store.type == "containerd":
@@ -200,8 +202,16 @@ class Daemon:
             registry = new_registry()
             metrics = exported = SnapshotterMetrics(registry)
 
+        keychain: CriKeychain | None = None
+        image_proxy: ImageServiceProxy | None = None
+        if config.cri_keychain.enable_keychain:
+            ttl = config.resolver.auth_client_ttl_sec
+            keychain = CriKeychain(float(ttl) if ttl >= 0 else None)
+            image_proxy = ImageServiceProxy(config.cri_keychain.image_service_path, keychain)
+            self._closers.append(image_proxy.aclose)
         resolver = RegistryResolver(
             hosts_dir=self.options.hosts_dir,
+            keychain=keychain,
             mirrors={
                 domain: [Mirror(m.host, m.insecure) for m in host.mirrors]
                 for domain, host in config.resolver.host.items()
@@ -262,7 +272,7 @@ class Daemon:
             restored = getattr(mounter, "restored", None)
             if restored is not None:
                 await restored()
-            await self._serve(snapshotter, registry)
+            await self._serve(snapshotter, registry, image_proxy)
         finally:
             unmount = self.stop_signal == signal.SIGINT
             await snapshotter.aclose(unmount=unmount)
@@ -270,9 +280,16 @@ class Daemon:
                 await close()
             log.info("exiting", extra={"cleanup": unmount})
 
-    async def _serve(self, snapshotter: Snapshotter, registry: CollectorRegistry | None) -> None:
+    async def _serve(
+        self, snapshotter: Snapshotter, registry: CollectorRegistry | None, image_proxy: ImageServiceProxy | None
+    ) -> None:
         server = grpc.aio.server()
         server.add_generic_rpc_handlers((snapshots_handler(SnapshotsService(snapshotter)),))
+        if image_proxy is not None:
+            # upstream serves CRI's ImageService on the snapshotter's own socket (the kubelet's
+            # --image-service-endpoint), so the socket's 0660 mode guards both
+            server.add_generic_rpc_handlers((image_proxy.handler(),))
+            log.info("serving the CRI image service proxy", extra={"image_service_path": image_proxy.target})
         address = self.options.address
         proxy: _FdProxy | None = None
         if address.startswith("fd://"):

@@ -147,6 +147,9 @@ class Authorizer:
         if challenge.scheme == "basic":
             credentials = await self._lookup(host)
             return basic_authorization(credentials) if credentials and credentials.username else None
+        given = await self._registry_token(host)
+        if given is not None:
+            return given
         token = await self._token(host, challenge, scopes, force=False)
         return f"Bearer {token.value}"
 
@@ -173,6 +176,10 @@ class Authorizer:
             if credentials is None or not credentials.username:
                 return None
             return basic_authorization(credentials)
+        given = await self._registry_token(host)
+        if given is not None:
+            # a token handed to us cannot be refreshed: a refusal of it is final
+            return None if given == sent else given
         wanted = list(scopes)
         extra = chosen.params.get("scope", "")
         for scope in extra.split():
@@ -189,6 +196,13 @@ class Authorizer:
         if self._credentials is None:
             return None
         return await self._credentials.get(host.host)
+
+    async def _registry_token(self, host: RegistryHost) -> str | None:
+        """``Bearer <registry token>`` when the credentials are one, skipping the token server."""
+        credentials = await self._lookup(host)
+        if credentials is None or not credentials.registry_token:
+            return None
+        return f"Bearer {credentials.registry_token}"
 
     async def _token(self, host: RegistryHost, challenge: Challenge, scopes: Sequence[str], force: bool) -> _Token:
         realm = challenge.params.get("realm", "")

@@ -31,14 +31,19 @@ _HELPER_TOKEN_USERNAME = "<token>"
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """A username with a password, or an identity (refresh) token for the OAuth2 token endpoint."""
+    """A username with a password, an identity (refresh) token for the OAuth2 token endpoint, or a registry
+    token (a Bearer token sent to the registry as is, as CRI's ``AuthConfig.registry_token``)."""
 
     username: str = ""
     password: str = field(default="", repr=False)
     identity_token: str = field(default="", repr=False)
+    registry_token: str = field(default="", repr=False)
 
     def __repr__(self) -> str:
-        secret = "identity_token=***" if self.identity_token else "password=***"
+        if self.registry_token:
+            secret = "registry_token=***"
+        else:
+            secret = "identity_token=***" if self.identity_token else "password=***"
         return f"Credentials(username={self.username!r}, {secret})"
 
     __str__ = __repr__

@@ -57,7 +57,7 @@ class LocalUnpacker:
             UnsupportedEntry: the layer's compression cannot be unpacked here (zstd).
         """
         reference = parse_reference(source.image_ref)
-        client = self._resolver.client(reference.domain)
+        client = self._resolver.client_for(source.image_ref)
         info = await self._layer_info(client, reference.path, source)
         self._workdir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=self._workdir, prefix="layer-")

@@ -179,7 +179,7 @@ class SociRemoteFS:
         ztoc_descriptor = context.index.ztoc_for_layer(source.layer_digest)
         if ztoc_descriptor is None:
             raise NoZtocError(f"no ztoc for layer {source.layer_digest} in SOCI index {context.index_digest}")
-        client = self._resolver.client(parse_reference(source.image_ref).domain)
+        client = self._resolver.client_for(source.image_ref)
         self._fetch_upper_ztocs(client, context, source.layer_digest)
         ztoc = _lru_get(self._ztocs, ztoc_descriptor.digest)
         if ztoc is None:
@@ -287,7 +287,7 @@ class SociRemoteFS:
 
     async def _lookup(self, source: LayerSource) -> _ImageContext:
         reference = parse_reference(source.image_ref)
-        client = self._resolver.client(reference.domain)
+        client = self._resolver.client_for(source.image_ref)
         repo = reference.path
         data, media_type, _ = await client.get_manifest(repo, source.manifest_digest)
         if media_type in INDEX_MEDIA_TYPES:
