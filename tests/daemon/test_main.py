@@ -49,7 +49,7 @@ def test_unknown_key_is_a_warning_naming_it(tmp_path: Path) -> None:
     result = _daemon("--config", str(config), "config", "dump")
     assert result.returncode == 0, result.stderr
     assert "ignoring unknown key 'attr_timout' in [fuse]" in result.stderr
-    assert tomllib.loads(result.stdout)["fuse"]["attr_timeout"] == 1
+    assert tomllib.loads(result.stdout)["fuse"]["attr_timeout"] == 3600
 
 
 def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:
