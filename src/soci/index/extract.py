@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import PurePosixPath
 
 from soci.codec.zran import extract
 from soci.errors import NotFound, SpanDigestMismatch
-from soci.formats.zinfo import zinfo_from_blob
+from soci.formats.zinfo import Zinfo, zinfo_from_blob
 from soci.formats.ztoc import TYPE_HARDLINK, TYPE_SYMLINK, FileMetadata, Ztoc
 from soci.index.build import clean_path
 
@@ -43,12 +43,7 @@ def read_verified(ztoc: Ztoc, read_compressed: Callable[[int, int], bytes], offs
     end = zinfo.end_compressed_offset(last, ztoc.compressed_archive_size)
     data = read_compressed(start, end - start)
     view = memoryview(data)
-    for span in range(first, last + 1):
-        lo = zinfo.start_compressed_offset(span) - start
-        hi = zinfo.end_compressed_offset(span, ztoc.compressed_archive_size) - start
-        actual = "sha256:" + hashlib.sha256(view[lo:hi]).hexdigest()
-        if actual != ztoc.span_digests[span]:
-            raise SpanDigestMismatch(span, ztoc.span_digests[span], actual)
+    check_span_digests(zinfo, ztoc.span_digests, ztoc.compressed_archive_size, view, first, last)
 
     def from_buffer(at: int, size: int) -> bytes:
         return bytes(view[at - start : at - start + size])
@@ -56,3 +51,21 @@ def read_verified(ztoc: Ztoc, read_compressed: Callable[[int, int], bytes], offs
     return extract(
         zinfo, ztoc.compressed_archive_size, ztoc.uncompressed_archive_size, from_buffer, offset, length
     )
+
+
+def check_span_digests(
+    zinfo: Zinfo, span_digests: Sequence[str], compressed_size: int, data: bytes | memoryview, first: int, last: int
+) -> None:
+    """Check spans ``first..last`` of ``data`` (the compressed bytes from span ``first``'s start) against the zTOC.
+
+    Raises:
+        SpanDigestMismatch: a span's bytes do not have its digest.
+    """
+    view = memoryview(data)
+    start = zinfo.start_compressed_offset(first)
+    for span in range(first, last + 1):
+        lo = zinfo.start_compressed_offset(span) - start
+        hi = zinfo.end_compressed_offset(span, compressed_size) - start
+        actual = "sha256:" + hashlib.sha256(view[lo:hi]).hexdigest()
+        if actual != span_digests[span]:
+            raise SpanDigestMismatch(span, span_digests[span], actual)

@@ -17,12 +17,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from soci.codec.zran import BlockBoundary, block_boundaries
-from soci.errors import SpanDigestMismatch
 from soci.formats.load_order import MAX_FETCH_POINT_BYTES, FetchPoint, LayerLoadOrder, LoadOrder, Segment
 from soci.formats.zinfo import WINDOW_SIZE, GzipZinfo, zinfo_from_blob
 from soci.fs.tree import LayerTree
 from soci.fs.ztoc_reader import load_ztoc
 from soci.index.discover import discover_index, fetch_index
+from soci.index.extract import check_span_digests
 from soci.loadorder.replay import segment_ranges
 from soci.registry import RegistryClient
 
@@ -74,12 +74,7 @@ async def layer_fetch_points(
         if loaded is None or loaded[:2] != (first, last):
             cstart = zinfo.start_compressed_offset(first)
             data = await read_at(cstart, zinfo.end_compressed_offset(last, compressed_size) - cstart)
-            for i in range(first, last + 1):
-                lo = zinfo.start_compressed_offset(i) - cstart
-                actual = "sha256:" + hashlib.sha256(memoryview(data)[lo : zinfo.end_compressed_offset(
-                    i, compressed_size) - cstart]).hexdigest()  # fmt: skip
-                if actual != span_digests[i]:
-                    raise SpanDigestMismatch(i, span_digests[i], actual)
+            check_span_digests(zinfo, span_digests, compressed_size, data, first, last)
             out, bounds = await asyncio.to_thread(block_boundaries, zinfo, first, data)
             loaded = (first, last, data, out, bounds)
         point = _point(zinfo, loaded[0], loaded[2], loaded[3], loaded[4], start, end, when)
