@@ -30,7 +30,6 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from typing import Final, Protocol
 
 from soci.errors import Unavailable
 from soci.fs import fdholder
+from soci.store.content import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +68,7 @@ def record_path(mountpoint: Path) -> Path:
 
 def write_record(mountpoint: Path, record: SessionRecord) -> None:
     data = json.dumps({"device": record.device, "init": base64.b64encode(record.init).decode()}).encode()
-    path = record_path(mountpoint)
-    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(record_path(mountpoint), data, mode=0o600)
 
 
 def read_record(mountpoint: Path) -> SessionRecord | None:
@@ -201,12 +190,7 @@ class HolderStore:
         return int(struct.unpack("3i", creds)[0])
 
     def _running(self) -> bool:
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as sock:
-                sock.connect(str(self.path))
-        except OSError:
-            return False
-        return True
+        return self.pid() is not None
 
     def _spawn(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -249,10 +233,13 @@ def default_keeper(mountpoint: Path, environ: Mapping[str, str] | None = None) -
     env = os.environ if environ is None else environ
     if env.get("NOTIFY_SOCKET") and env.get("FDSTORE", "0") not in ("", "0"):
         return SystemdStore(env)
-    key = hashlib.sha256(os.fsencode(os.path.abspath(mountpoint))).hexdigest()[:16]
-    return HolderStore(HOLDER_DIR / f"fdholder-{key}.sock")
+    return HolderStore(HOLDER_DIR / f"fdholder-{_mount_key(mountpoint)}.sock")
 
 
 def session_name(mountpoint: Path) -> str:
     """The descriptor's name in the keeper (systemd allows 255 printable characters, no colon)."""
-    return "soci-fuse-" + hashlib.sha256(os.fsencode(os.path.abspath(mountpoint))).hexdigest()[:16]
+    return f"soci-fuse-{_mount_key(mountpoint)}"
+
+
+def _mount_key(mountpoint: Path) -> str:
+    return hashlib.sha256(os.fsencode(os.path.abspath(mountpoint))).hexdigest()[:16]
