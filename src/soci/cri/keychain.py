@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from soci.errors import InvalidArgument
-from soci.registry.credentials import _DOCKER_HUB_ALIASES, CredentialProvider, Credentials
+from soci.registry.credentials import CredentialProvider, Credentials, same_registry
 from soci.registry.reference import parse_reference
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class CriKeychain:
                     del self._by_ref[key]
                     self._forget_repo(key)
                     continue
-                if host is not None and not _same_registry(host, entry.host):
+                if host is not None and not same_registry(host, entry.host):
                     return None
                 return entry.credentials
         return None
@@ -125,12 +125,6 @@ class CriKeychain:
         repo = parse_reference(ref).name
         if self._by_repo.get(repo) == ref:
             del self._by_repo[repo]
-
-
-def _same_registry(host: str, domain: str) -> bool:
-    if host == domain:
-        return True
-    return host in _DOCKER_HUB_ALIASES and domain in _DOCKER_HUB_ALIASES
 
 
 class _ImageCredentials:

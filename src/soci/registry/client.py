@@ -233,7 +233,7 @@ class RegistryClient:
         while True:
             async with response:
                 await raise_for_status(response)
-                document = _json_object(await response.read(MAX_MANIFEST_BYTES), f"tag list of {repo}")
+                document = gojson.unmarshal_object(await response.read(MAX_MANIFEST_BYTES), f"tag list of {repo}")
                 next_url = _next_link(response)
             page = document.get("tags") or []
             if not isinstance(page, list) or not all(isinstance(t, str) for t in page):
@@ -539,7 +539,7 @@ class RegistryClient:
                     self._referrers_api[repo] = False
                     return None
                 await raise_for_status(response)
-                document = _json_object(await response.read(MAX_MANIFEST_BYTES), f"referrers of {digest}")
+                document = gojson.unmarshal_object(await response.read(MAX_MANIFEST_BYTES), f"referrers of {digest}")
                 next_url = _next_link(response)
             self._referrers_api[repo] = True
             found += _descriptor_list(document, f"referrers of {digest}")
@@ -603,7 +603,7 @@ class RegistryClient:
             return [], None
         if media_type != OCI_INDEX:
             raise FormatError(f"referrers fallback tag {repo}:{tag} holds {media_type}, not an OCI index")
-        return _descriptor_list(_json_object(data, f"referrers index {repo}:{tag}"), f"{repo}:{tag}"), digest
+        return _descriptor_list(gojson.unmarshal_object(data, f"referrers index {repo}:{tag}"), f"{repo}:{tag}"), digest
 
     async def _write_referrers_index(
         self, repo: str, tag: str, manifests: list[dict[str, Any]], old_digest: str | None
@@ -786,10 +786,6 @@ def _manifest_media_type(content_type: str, data: bytes) -> str:
         if "layers" in document or "config" in document:
             return OCI_MANIFEST
     return content_type or "application/octet-stream"
-
-
-def _json_object(data: bytes, what: str) -> dict[str, Any]:
-    return gojson.unmarshal_object(data, what)
 
 
 def _descriptor_list(document: Mapping[str, Any], what: str) -> list[dict[str, Any]]:

@@ -211,6 +211,11 @@ async def run_credential_helper(helper: str, server: str) -> Credentials | None:
     return Credentials(username, secret)
 
 
+def same_registry(a: str, b: str) -> bool:
+    """Whether two registry hosts are one registry (Docker Hub answers to several names)."""
+    return _normalise_auth_key(a) == _normalise_auth_key(b)
+
+
 def _normalise_auth_key(key: str) -> str:
     host = key.split("://", 1)[1] if "://" in key else key
     host = host.split("/", 1)[0]
