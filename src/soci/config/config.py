@@ -356,7 +356,7 @@ IGNORED_KEYS: Final = {
     "directory_cache.sync_add": "cache writes never block a read",
     "directory_cache.direct": "span files are always read directly",
     "background_fetch.emit_metric_period_sec": "the metrics are read at each scrape",
-    "resolver.auth_client_ttl_sec": "tokens live as long as the registry says",
+    "resolver.auth_client_ttl_sec": "only [cri_keychain] uses it, as the lifetime of pull credentials, and it is off",
     "resolver.enable_auth_client_sharing": "auth clients are per registry host",
 }
 """Dotted keys this daemon accepts (so upstream files load) but does not act on, and why."""
@@ -367,6 +367,8 @@ def ignored_settings(config: Config) -> list[str]:
     defaults = default_config()
     found = []
     for dotted, why in IGNORED_KEYS.items():
+        if dotted == "resolver.auth_client_ttl_sec" and config.cri_keychain.enable_keychain:
+            continue  # the CRI keychain's credential lifetime
         value: Any = config
         default: Any = defaults
         for part in dotted.split("."):
