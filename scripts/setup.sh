@@ -7,7 +7,7 @@ cd "$repo"
 apt_packages=(
   python3 python3-venv python3-dev gcc pkg-config libfuse3-dev fuse3 zlib1g-dev
   containerd runc docker-registry skopeo umoci debootstrap flatbuffers-compiler pigz zstd jq
-  iproute2 util-linux openssl apache2-utils
+  iproute2 util-linux openssl apache2-utils busybox-static
 )
 missing=()
 for p in "${apt_packages[@]}"; do
