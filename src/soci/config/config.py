@@ -12,7 +12,6 @@ import dataclasses
 import logging
 import os
 import re
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from soci.errors import InvalidArgument, NotFound
+from soci.formats import toml
 from soci.fs.options import IMMUTABLE_CACHE_SEC
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/soci-snapshotter-grpc/config.toml")
@@ -255,13 +255,7 @@ def load_config(path: Path, *, required: bool = True) -> Config:
 
 
 def parse_config(text: str, where: str = "config") -> Config:
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidArgument(f"{where}: invalid TOML: {exc}") from exc
-    except RecursionError:
-        # tomllib recurses once per nested array or inline table
-        raise InvalidArgument(f"{where}: invalid TOML: arrays or inline tables nest too deep") from None
+    document = toml.loads(text, where)
     unknown: list[str] = []
     config = _decode(Config, document, where, "", unknown)
     for key in unknown:

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import ssl
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -17,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from soci.errors import InvalidArgument
+from soci.formats import toml
 
 DEFAULT_HOSTS_DIR = Path("/etc/containerd/certs.d")
 DOCKER_HUB_DOMAIN = "docker.io"
@@ -172,12 +172,10 @@ def _docker_cert_files(directory: Path) -> tuple[list[Path], list[tuple[Path, Pa
 
 def _parse_hosts_file(path: Path, base_dir: Path) -> tuple[list[RegistryHost], RegistryHost]:
     try:
-        document = tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
         raise InvalidArgument(f"cannot read {path}: {exc}") from exc
-    except RecursionError:
-        # tomllib recurses once per nested array or inline table
-        raise InvalidArgument(f"cannot read {path}: arrays or inline tables nest too deep") from None
+    document = toml.loads(text, str(path))
     tables = document.get("host", {})
     if not isinstance(tables, dict):
         raise InvalidArgument(f"{path}: [host] must be a table of tables")
