@@ -163,3 +163,21 @@ def test_hostile_soci_artifact_through_soci_mount(registry: RegistryServer, case
         assert reads.splitlines()[-1].startswith("failed "), reads
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     assert peak < RSS_BOUND_KIB, f"peak RSS of a child {peak} KiB"
+
+
+def test_hostile_tar_names_stay_inside_the_mount(registry: RegistryServer, tmp_path: Path) -> None:
+    tar = (CORPUS / CASES["hostile-names"]["file"]).read_bytes()
+    src = _push_image(registry, tmp_path, "hostile/names", Layer(gzip.compress(tar, mtime=0), tar))
+    dst = src.rsplit(":", 1)[0] + ":soci"
+    convert = subprocess.run([*SOCI, "--root", str(tmp_path / "build"), "convert", "--remote", "--plain-http",
+                              "--min-layer-size", "0", src, dst], capture_output=True, text=True)  # fmt: skip
+    assert "Traceback" not in convert.stderr, convert.stderr
+    if convert.returncode != 0:  # refusing the layer is fine, with one clean line
+        assert convert.stderr.strip().startswith("soci:") and "internal error" not in convert.stderr
+        return
+    status, output, reads = _run_case([dst], tmp_path / "dir", tmp_path / "root")
+    assert "Traceback" not in output, output
+    assert status == 0 or output.strip().splitlines()[-1].startswith("soci:"), output
+    assert reads == "" or reads.splitlines()[-1].startswith("failed "), reads
+    for outside in (Path("/etc/soci-hostile-x"), Path("/abs/soci-hostile-y"), tmp_path / "etc" / "soci-hostile-x"):
+        assert not outside.exists(), outside
