@@ -8,6 +8,7 @@ the index itself is unusable), say so in one warning line, count it, and leave n
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import urllib.request
 from collections.abc import Iterator
@@ -170,4 +171,38 @@ def test_unparsable_index_defers_and_leaves_no_row(stack: Stack, image: BuiltIma
     assert any(
         e.get("key") == "hostile-deep" and e.get("defer-snapshot-runtime") == "true" for e in stack.log_entries()
     )
+    assert "Traceback" not in stack.daemon.log_path.read_text(errors="replace")
+
+
+CORPUS = Path(__file__).parent.parent / "data" / "hostile"
+CORPUS_ZTOCS = sorted(
+    name for name, case in json.loads((CORPUS / "cases.json").read_text()).items() if case["kind"] == "ztoc"
+)
+
+
+@pytest.mark.parametrize("case", CORPUS_ZTOCS)
+def test_corpus_ztoc_through_prepare(stack: Stack, image: BuiltImage, case: str) -> None:
+    """The committed corpus' zTOCs (for the golden all-types layer, pushed here as a one-layer image's layer is
+    not that layer: the zTOC then also mismatches the blob, which must fail just as cleanly)."""
+    repo = "hostile/app"
+    manifest_digest, manifest = asyncio.run(_image_manifest(stack, repo, "v1"))
+    index_digest = asyncio.run(_push_index(stack, repo, manifest, (CORPUS / f"{case}.ztoc").read_bytes()))
+    key = f"corpus-{case}"
+    labels = {
+        lb.TARGET_SNAPSHOT_REF: f"target-corpus-{case}",
+        lb.CRI_IMAGE_REF: image.ref,
+        lb.CRI_MANIFEST_DIGEST: manifest_digest,
+        lb.CRI_LAYER_DIGEST: (manifest.layers or ())[0].digest,
+        lb.TARGET_SOCI_INDEX_DIGEST: index_digest,
+    }
+
+    async def prepare() -> None:
+        async with ContainerdClient(str(stack.daemon.socket), NAMESPACE, timeout_sec=240) as client:
+            await client.prepare_snapshot("soci", key, "", labels)
+
+    with pytest.raises(AlreadyExists):  # remote or local: the layer is ready either way
+        asyncio.run(prepare())
+    modes = [e for e in stack.log_entries() if e.get("key") == key and str(e.get("msg", "")).endswith("prepared")]
+    assert modes, stack.daemon.log_tail(20)
+    assert _row(stack, key) is None
     assert "Traceback" not in stack.daemon.log_path.read_text(errors="replace")
