@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from soci.config.config import parse_config
 from soci.errors import SociError
-from soci.formats import load_order
+from soci.formats import gojson, load_order
 from soci.formats.oci import Manifest
 from soci.formats.soci_index import parse_index, parse_prefetch
 from soci.formats.tar import TocBuilder
@@ -123,6 +123,17 @@ def test_checkpoints(seed: bytes, at: int, patch: bytes) -> None:
 def test_manifest_and_index_json(data: bytes) -> None:
     _only_project_errors(lambda b: Manifest.unmarshal(b, "manifest"), data)
     _only_project_errors(parse_index, data)
+
+
+def _index_info(data: bytes) -> None:
+    """What ``soci index info`` does with a stored index blob."""
+    gojson.pretty(gojson.unmarshal_object(data, "SOCI index"))
+
+
+@FUZZ
+@given(_mutated(_json_seeds()))
+def test_index_info(data: bytes) -> None:
+    _only_project_errors(_index_info, data)
 
 
 @FUZZ
