@@ -27,15 +27,16 @@ _MS_RDONLY = 1
 class _TreeSource:
     root = ROOT_INODE
 
-    def __init__(self, tree: LayerTree, opaque_xattr: bytes) -> None:
+    def __init__(self, tree: LayerTree, opaque_xattr: bytes, xattrs: bool) -> None:
         self._tree = tree
         self._opaque_xattr = opaque_xattr
+        self._xattrs = xattrs
 
     def entry(self, ino: int) -> erofs.Entry:
         tree = self._tree
         a = tree.attributes(ino)
         kind = stat.S_IFMT(a.mode)
-        xattrs = [(k, v) for k, v in tree.xattrs(ino) if k != self._opaque_xattr]
+        xattrs = [(k, v) for k, v in tree.xattrs(ino) if k != self._opaque_xattr] if self._xattrs else []
         if tree.is_opaque(ino):
             xattrs.append((self._opaque_xattr, b"y"))
         offset, _ = tree.data_range(ino)
@@ -56,9 +57,12 @@ class _TreeSource:
         return [(name, child) for _, name, child in self._tree.children(ino)]
 
 
-def image_for_tree(tree: LayerTree, tar_size: int, *, opaque_xattr: bytes = b"trusted.overlay.opaque") -> bytes:
-    """The EROFS image of ``tree`` with file data in the ``tar_size``-byte uncompressed tar."""
-    return erofs.build_image(_TreeSource(tree, opaque_xattr), tar_size)
+def image_for_tree(
+    tree: LayerTree, tar_size: int, *, opaque_xattr: bytes = b"trusted.overlay.opaque", xattrs: bool = True
+) -> bytes:
+    """The EROFS image of ``tree`` with file data in the ``tar_size``-byte uncompressed tar (``xattrs``: keep
+    the entries' extended attributes; opaque directories are marked either way, as the FUSE tree does)."""
+    return erofs.build_image(_TreeSource(tree, opaque_xattr, xattrs), tar_size)
 
 
 def write_image(path: Path, image: bytes) -> None:
