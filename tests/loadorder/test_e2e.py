@@ -7,6 +7,7 @@ layer that provides the file. Registry, containerd and the daemon are real and s
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -84,6 +85,8 @@ def test_record_push_select_replay(stack: Stack, image: BuiltImage, tmp_path: Pa
     assert "etc/greeting" in paths[top]  # provided by the top layer ...
     assert "etc/greeting" not in paths.get(base, set())  # ... though the base layer has one too
     assert "bin/sh" in paths[base]
+    # record adds verified fetch points for the gzip layers it read (--fetch-points is the default)
+    assert all(entry.fetch_points for entry in first.layers if entry.segments), first.layers
 
     # the same image under another name: the document applies unchanged
     other = image.ref.replace("lo/app:v1-soci", "lo/copy:v1")
@@ -100,7 +103,9 @@ def test_record_push_select_replay(stack: Stack, image: BuiltImage, tmp_path: Pa
     assert stack.run(other, "/bin/sh", "-c", SCRIPT) == EXPECTED_OUTPUT
     messages = _messages(stack)
     assert any(m.startswith("load order greet chosen by label") for m in messages)
-    assert any(m.startswith("load order greet replayed on layer") for m in messages)
+    replayed = [m for m in messages if m.startswith("load order greet replayed on layer")]
+    # the points were fetched: "... replayed on layer sha256:..: N fetch points and M spans ..." with N > 0
+    assert any(re.search(r": [1-9][0-9]* fetch points and", m) for m in replayed), replayed
     with urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=10) as response:
         assert 'layer="greet (label)",operation_type="load_order_selected"' in response.read().decode()
 

@@ -22,6 +22,7 @@ from soci.formats import load_order as lo
 from soci.formats.oci import Descriptor, Manifest
 from soci.formats.platforms import default_platform
 from soci.loadorder.export import push_prefetch_index
+from soci.loadorder.fetchpoints import add_fetch_points
 from soci.loadorder.record import READ_LOG, LogWindow, collect
 from soci.loadorder.store import fetch_load_order, list_load_orders, push_load_order, remove_load_orders
 from soci.registry import Reference, parse_reference
@@ -48,6 +49,14 @@ async def _image(registry_flags_: RegistryFlags, reference: Reference) -> tuple[
 # ---- record -------------------------------------------------------------------------------------------
 
 
+_FETCH_POINTS_OPTION = click.option(
+    "--fetch-points/--no-fetch-points",
+    default=True,
+    show_default=True,
+    help="add verified fetch points, so a replay fetches the recorded byte ranges instead of whole spans",
+)
+
+
 @load_order.command("record", context_settings={"ignore_unknown_options": True})
 @registry_flags
 @click.option("--name", "name", required=True, help="workload name (the document's name)")
@@ -59,6 +68,7 @@ async def _image(registry_flags_: RegistryFlags, reference: Reference) -> tuple[
 @click.option(
     "--keep-cache", is_flag=True, help="do not drop the page cache first (reads cached by the kernel are missed)"
 )
+@_FETCH_POINTS_OPTION
 @click.argument("ref")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_options
@@ -75,6 +85,7 @@ def record_command(
     output: Path | None,
     push_: bool,
     keep_cache: bool,
+    fetch_points: bool,
     ref: str,
     command: tuple[str, ...],
 ) -> None:
@@ -107,6 +118,8 @@ def record_command(
             },
         )
         click.echo(f"recorded {document.segment_count} segments in {len(document.layers)} layers ({outcome})")
+        if fetch_points:
+            document = asyncio.run(_with_fetch_points(registry_flags_, reference, descriptor, document))
         if output:
             output.write_bytes(lo.marshal(document))
             click.echo(f"wrote {output}")
@@ -186,6 +199,16 @@ def _run(
     return outcome
 
 
+async def _with_fetch_points(
+    registry_flags_: RegistryFlags, reference: Reference, manifest: Descriptor, document: lo.LoadOrder
+) -> lo.LoadOrder:
+    async with registry_flags_.client(reference.domain) as client:
+        with_points = await add_fetch_points(client, reference.path, manifest.digest, document)
+    count = sum(len(layer.fetch_points) for layer in with_points.layers)
+    click.echo(f"added {count} fetch points ({len(lo.marshal(with_points)) - len(lo.marshal(document))} bytes)")
+    return with_points
+
+
 async def _push(
     registry_flags_: RegistryFlags, reference: Reference, subject: Descriptor, document: lo.LoadOrder
 ) -> str:
@@ -198,10 +221,21 @@ async def _push(
 
 @load_order.command("push")
 @registry_flags
+@click.option(
+    "--fetch-points/--no-fetch-points",
+    default=False,
+    help="compute fetch points for the document first (replacing any it has)",
+)
 @click.argument("ref")
 @click.argument("document", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 def push_command(
-    plain_http: bool, skip_verify: bool, user: str | None, hosts_dir: Path | None, ref: str, document: Path
+    plain_http: bool,
+    skip_verify: bool,
+    user: str | None,
+    hosts_dir: Path | None,
+    fetch_points: bool,
+    ref: str,
+    document: Path,
 ) -> None:
     """Push the load order DOCUMENT next to image REF (replacing the image's document of the same name)."""
     with errors_to_exit():
@@ -210,6 +244,8 @@ def push_command(
         parsed = lo.parse(document.read_bytes(), str(document))
         descriptor, manifest = asyncio.run(_image(registry_flags_, reference))
         lo.check_layers(parsed, [d.digest for d in manifest.layers or ()])
+        if fetch_points:
+            parsed = asyncio.run(_with_fetch_points(registry_flags_, reference, descriptor, parsed))
         digest = asyncio.run(_push(registry_flags_, reference, descriptor, parsed))
         click.echo(f"pushed load order {parsed.name} as {digest}")
 
