@@ -6,7 +6,7 @@ reads wait in the kernel. Prints read count, failed reads, peak daemon VmRSS and
 
     .venv/bin/python bench/soak.py [--containers 20] [--images 4]
 
-The baseline of the ratios is the same run's daemon before the load (descriptors after rpull).
+The baseline of the ratios is the same run's daemon before the load (after the images' rpull).
 Needs root, containerd, runc, docker-registry, skopeo, FUSE and a static /usr/bin/busybox.
 """
 
@@ -36,7 +36,10 @@ def main() -> int:
     print(f"failed reads      {len(r.failures)}")
     for line in r.failures[:20]:
         print(f"  {line}")
-    print(f"peak daemon RSS   {r.peak_rss_kib / 1024:.1f} MiB ({r.daemons_sampled} daemon processes sampled)")
+    print(
+        f"peak daemon RSS   {r.peak_rss_kib / 1024:.1f} MiB (before load {r.rss_before_kib / 1024:.1f} MiB, "
+        f"ratio {r.peak_rss_kib / r.rss_before_kib:.2f}; {r.daemons_sampled} daemon processes sampled)"
+    )
     print(f"peak daemon fds   {r.peak_fds} (before load {r.fds_before}, ratio {r.peak_fds / r.fds_before:.2f})")
     print(f"fds after run     {r.fds_after} (ratio to before {r.fds_after / r.fds_before:.2f})")
     print(f"restart gap       {r.restart_gap_ms:.0f} ms (kill -9 to containerd reaching the new daemon)")

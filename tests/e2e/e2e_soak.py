@@ -47,6 +47,7 @@ class SoakResult:
     reads: int
     failures: list[str]
     fds_before: int
+    rss_before_kib: int
     fds_after: int
     peak_rss_kib: int
     peak_fds: int
@@ -120,6 +121,7 @@ def soak(registry: RegistryServer, workdir: Path, containers: int, images: int) 
             stack.rpull(image.ref)
             built.append((image.ref, _layer_files(image)))
         fds_before = process_fds(stack.daemon.pid)
+        rss_before_kib = process_rss_kib(stack.daemon.pid)
         samples = Samples()
         done = threading.Event()
 
@@ -187,6 +189,7 @@ def soak(registry: RegistryServer, workdir: Path, containers: int, images: int) 
             reads=reads,
             failures=failures,
             fds_before=fds_before,
+            rss_before_kib=rss_before_kib,
             fds_after=fds_after,
             peak_rss_kib=max(samples.rss_kib, default=0),
             peak_fds=max(samples.fds, default=0),
