@@ -50,6 +50,16 @@ def test_listen_fds_only_for_this_process() -> None:
     assert systemd.listen_fds({}) == []
 
 
+def test_listen_fds_leaves_out_stored_fuse_sessions() -> None:
+    # systemd puts the fd store's descriptors after the sockets, named as they were stored
+    env = {
+        "LISTEN_PID": str(os.getpid()),
+        "LISTEN_FDS": "3",
+        "LISTEN_FDNAMES": "soci-fuse-0123456789abcdef:soci-snapshotter.socket:soci-fuse-fedcba9876543210",
+    }
+    assert systemd.listen_fds(env) == [4]
+
+
 def test_notify_sends_one_datagram(tmp_path: Path) -> None:
     path = tmp_path / "notify"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:

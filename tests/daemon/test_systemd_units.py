@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from soci.fs import session
+
 UNITS = Path(__file__).parents[2] / "packaging" / "systemd"
 
 
@@ -28,6 +30,17 @@ def test_service_and_socket_agree_with_the_daemon() -> None:
     assert service["ExecStart"].endswith("soci-snapshotter-grpc --address fd://")
     assert socket["ListenStream"] == "/run/soci-snapshotter-grpc/soci-snapshotter-grpc.sock"
     assert socket["SocketMode"] == "0660"
+
+
+def test_service_turns_on_the_fd_store_for_fuse_sessions() -> None:
+    service = _settings(UNITS / "soci-snapshotter.service")
+    store_max = int(service["FileDescriptorStoreMax"])
+    # one descriptor per mounted layer: a limit of a few would drop sessions on a busy node
+    assert store_max >= 4096
+    # systemd < 254 does not export $FDSTORE; without it default_keeper would not use the store
+    assert service["Environment"] == f"FDSTORE={store_max}"
+    env = {"NOTIFY_SOCKET": "/run/systemd/notify", "FDSTORE": service["Environment"].partition("=")[2]}
+    assert isinstance(session.default_keeper(Path("/var/lib/soci/mnt/1"), env), session.SystemdStore)
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")

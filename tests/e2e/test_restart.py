@@ -1,4 +1,5 @@
-"""Daemon restarts: SIGTERM keeps mounts, SIGINT removes them, a crash's dead mounts are repaired."""
+"""Daemon restarts on the real FUSE mounter: SIGTERM keeps mounts, SIGINT removes them, a crash's dead mounts are
+repaired. Every test runs ``soci.daemon.mounters:fuse`` (the tmpfs test mounter could not fail for the real path)."""
 
 from __future__ import annotations
 
@@ -34,15 +35,6 @@ def registry() -> Iterator[RegistryServer]:
 
 
 @pytest.fixture
-def lazy_stack(registry: RegistryServer, tmp_path: Path) -> Iterator[tuple[Stack, str]]:
-    with stack_running(tmp_path / "stack", registry) as stack:
-        src = push_image(registry, tmp_path, "restart/app", f"s{os.getpid()}", seed=201)
-        image = convert(tmp_path / "soci", src, f"s{os.getpid()}-soci")
-        stack.rpull(image.ref)
-        yield stack, image.ref
-
-
-@pytest.fixture
 def fuse_stack(registry: RegistryServer, tmp_path: Path) -> Iterator[tuple[Stack, BuiltImage]]:
     """The stack with the real lazy filesystem (one FUSE mount, a bind of it per remote snapshot)."""
     with stack_running(tmp_path / "stack", registry, mounter=FUSE_MOUNTER) as stack:
@@ -65,8 +57,8 @@ def _all_readable(paths: list[Path]) -> bool:
     return True
 
 
-def test_sigterm_keeps_mounts_and_restart_reuses_them(lazy_stack: tuple[Stack, str]) -> None:
-    stack, ref = lazy_stack
+def test_sigterm_keeps_mounts_and_restart_reuses_them(fuse_stack: tuple[Stack, BuiltImage]) -> None:
+    stack, ref = fuse_stack[0], fuse_stack[1].ref
     before = _remote_mounts(stack)
     assert len(before) == 3
     assert stack.daemon.stop(signal.SIGTERM) == 0
@@ -76,8 +68,8 @@ def test_sigterm_keeps_mounts_and_restart_reuses_them(lazy_stack: tuple[Stack, s
     assert stack.run(ref, "/bin/sh", "-c", SCRIPT) == EXPECTED_OUTPUT
 
 
-def test_sigint_unmounts_and_restart_mounts_again(lazy_stack: tuple[Stack, str]) -> None:
-    stack, ref = lazy_stack
+def test_sigint_unmounts_and_restart_mounts_again(fuse_stack: tuple[Stack, BuiltImage]) -> None:
+    stack, ref = fuse_stack[0], fuse_stack[1].ref
     assert stack.daemon.stop(signal.SIGINT) == 0
     assert _remote_mounts(stack) == []
     stack.restart_daemon()
@@ -86,8 +78,8 @@ def test_sigint_unmounts_and_restart_mounts_again(lazy_stack: tuple[Stack, str])
     assert stack.run(ref, "/bin/sh", "-c", SCRIPT) == EXPECTED_OUTPUT
 
 
-def test_dead_mounts_and_leftovers_from_a_crash_are_repaired(lazy_stack: tuple[Stack, str], tmp_path: Path) -> None:
-    stack, ref = lazy_stack
+def test_dead_mounts_and_leftovers_from_a_crash_are_repaired(fuse_stack: tuple[Stack, BuiltImage]) -> None:
+    stack, ref = fuse_stack[0], fuse_stack[1].ref
     mounts = _remote_mounts(stack)
     assert stack.daemon.stop(signal.SIGKILL) is not None  # a crash: nothing cleaned up
     victim = mounts[0]

@@ -236,9 +236,14 @@ def default_keeper(mountpoint: Path, environ: Mapping[str, str] | None = None) -
     return HolderStore(HOLDER_DIR / f"fdholder-{_mount_key(mountpoint)}.sock")
 
 
+# systemd hands stored descriptors back in LISTEN_FDS next to the activation socket; the daemon tells
+# them apart by this prefix of their LISTEN_FDNAMES name
+SESSION_NAME_PREFIX: Final = "soci-fuse-"
+
+
 def session_name(mountpoint: Path) -> str:
     """The descriptor's name in the keeper (systemd allows 255 printable characters, no colon)."""
-    return f"soci-fuse-{_mount_key(mountpoint)}"
+    return f"{SESSION_NAME_PREFIX}{_mount_key(mountpoint)}"
 
 
 def _mount_key(mountpoint: Path) -> str:
