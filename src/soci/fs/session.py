@@ -16,7 +16,6 @@ process replays the recorded one to libfuse (see ``LazyMount``).
 
 from __future__ import annotations
 
-import array
 import base64
 import contextlib
 import ctypes
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
+from soci import systemd
 from soci.errors import Unavailable
 from soci.fs import fdholder
 from soci.store.content import atomic_write
@@ -137,29 +137,14 @@ class SystemdStore:
         self._env = os.environ if environ is None else environ
 
     def _notify(self, state: str, fds: list[int] | None = None) -> None:
-        address = self._env["NOTIFY_SOCKET"]
-        if address.startswith("@"):
-            address = "\0" + address[1:]
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.connect(address)
-            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-            sock.sendmsg([state.encode()], ancillary)
+        if not systemd.notify(state, self._env, fds or ()):
+            raise Unavailable("systemd's file descriptor store needs $NOTIFY_SOCKET")
 
     def put(self, name: str, fd: int) -> None:
         self._notify(f"FDSTORE=1\nFDNAME={name}", [fd])
 
     def take(self, name: str) -> int | None:
-        if self._env.get("LISTEN_PID") != str(os.getpid()):
-            return None
-        try:
-            count = int(self._env.get("LISTEN_FDS", "0"))
-        except ValueError:
-            return None
-        names = self._env.get("LISTEN_FDNAMES", "").split(":")
-        for offset, fd_name in enumerate(names[:count]):
-            if fd_name == name:
-                return 3 + offset
-        return None
+        return next((fd for fd, fd_name in systemd.passed_fds(self._env) if fd_name == name), None)
 
     def drop(self, name: str) -> None:
         self._notify(f"FDSTOREREMOVE=1\nFDNAME={name}")
