@@ -216,16 +216,6 @@ def upstream_running(workdir: Path, registry: RegistryServer) -> Iterator[Stack]
         assert leftovers == [], f"upstream's daemon left mounts after SIGINT: {leftovers}"
 
 
-def blob_bytes_served(registry: RegistryServer, digest: str) -> int:
-    """Bytes of ``digest`` the registry has sent so far (from its request log)."""
-    total = 0
-    for line in registry.log_path.read_text().splitlines():
-        if 'msg="response completed' in line and f"/blobs/{digest}" in line:
-            written = re.search(r"http\.response\.written=(\d+)", line)
-            total += int(written.group(1)) if written else 0
-    return total
-
-
 BASELINE_NAMESPACE = "overlay-baseline"
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from e2e_images import BuiltImage, convert, create_and_push_v1, push_image
 from e2e_stack import FUSE_MOUNTER, Stack, daemon_config, layer_modes, mounter_env, needs_stack
-from interop_stack import Containerd2Server, blob_bytes_served, build_tools, check_run_and_rootfs, upstream_running
+from interop_stack import Containerd2Server, build_tools, check_run_and_rootfs, upstream_running
 
 from soci.containerd.pull import MODE_LAZY
 from soci.daemon.testing import SnapshotterProcess
@@ -94,8 +94,8 @@ def test_transfer_service_pull_is_lazy(request: pytest.FixtureRequest, daemon: s
     stack: Stack = request.getfixturevalue(daemon)
     image = lazy_image(stack, tmp_path, version)
     big = image.layers[1].descriptor()
-    served_before = blob_bytes_served(stack.registry, big.digest)  # the index build read it once
+    served_before = stack.registry.bytes_served(big.digest)  # the index build read it once
     stack.containerd.ctr("images", "pull", "--snapshotter", "soci", "--plain-http", image.ref, timeout=300)
-    fetched = blob_bytes_served(stack.registry, big.digest) - served_before
+    fetched = stack.registry.bytes_served(big.digest) - served_before
     assert fetched < big.size // 2, f"the transfer-service pull fetched {fetched} of {big.size} bytes of the big layer"
     check_run_and_rootfs(stack, image, tmp_path)

@@ -23,7 +23,6 @@ from e2e_images import BuiltImage, convert, create_and_push_v1, image_layers, so
 from e2e_stack import FUSE_MOUNTER, Stack, layer_modes, needs_stack, stack_running, wait_until
 from interop_stack import (
     TOOLS,
-    blob_bytes_served,
     build_tools,
     check_run_and_rootfs,
     push_layout,
@@ -111,7 +110,7 @@ def test_ours_runs_upstream_v2_convert(ours: Stack, tools: Path, tmp_path: Path,
         # Within the background fetcher's 30 s silence period only the prefetch reads the big layer (the mount
         # itself reads 10 bytes of it); the listed file's span is the whole layer at the default 4 MiB spans.
         def fetched() -> int:
-            return blob_bytes_served(ours.registry, big.digest)
+            return ours.registry.bytes_served(big.digest)
 
         assert wait_until(lambda: fetched() > big.size // 2, 30.0), f"{fetched()} of {big.size} bytes prefetched"
     check_run_and_rootfs(ours, image, tmp_path)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from e2e_images import EXPECTED_OUTPUT, SCRIPT, image_layers
 from e2e_stack import FUSE_MOUNTER, Stack, layer_modes, mounter_env, needs_stack
-from interop_stack import TOOLS, blob_bytes_served, build_tools, push_layout, run_tool
+from interop_stack import TOOLS, build_tools, push_layout, run_tool
 
 from soci.containerd.pull import MODE_LAZY
 from soci.containerd.testing import ContainerdServer
@@ -80,8 +80,8 @@ def test_daemon_pulls_through_an_upstream_style_mirror(
             assert stack.run(ref, "/bin/sh", "-c", SCRIPT) == EXPECTED_OUTPUT
     finally:
         daemon.stop(signal.SIGINT)
-    assert [blob_bytes_served(origin, z) for z in ztocs] == [0] * len(ztocs)
-    assert all(blob_bytes_served(mirror, z) > 0 for z in ztocs)
+    assert [origin.bytes_served(z) for z in ztocs] == [0] * len(ztocs)
+    assert all(mirror.bytes_served(z) > 0 for z in ztocs)
 
 
 def ztoc_digests(layout: Path) -> list[str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from soci.errors import FormatError, Unavailable
 from soci.formats import erofs
 from soci.fs.tree import ROOT_INODE, LayerTree
+from soci.store.content import atomic_write
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _MS_RDONLY = 1
@@ -67,16 +68,7 @@ def image_for_tree(
 
 def write_image(path: Path, image: bytes) -> None:
     """Write ``image`` to ``path`` atomically (a half-written image must never be mounted)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(image)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write(path, image, 0o600)
 
 
 def mount_image(image: Path, device: Path, target: Path) -> None:
