@@ -59,12 +59,14 @@ def _all_readable(paths: list[Path]) -> bool:
 
 def test_sigterm_keeps_mounts_and_restart_reuses_them(fuse_stack: tuple[Stack, BuiltImage]) -> None:
     stack, ref = fuse_stack[0], fuse_stack[1].ref
-    before = _remote_mounts(stack)
+    before = sorted(_remote_mounts(stack))
     assert len(before) == 3
     assert stack.daemon.stop(signal.SIGTERM) == 0
-    assert _remote_mounts(stack) == before  # left for the next start
+    assert sorted(_remote_mounts(stack)) == before  # left for the next start
     stack.restart_daemon()
-    assert _remote_mounts(stack) == before  # checked and kept, not stacked
+    # the new process serves every snapshot again at the same path (the kept mount it does not know is
+    # replaced, never stacked); running containers keep reading through the adopted session meanwhile
+    assert sorted(_remote_mounts(stack)) == before
     assert stack.run(ref, "/bin/sh", "-c", SCRIPT) == EXPECTED_OUTPUT
 
 
