@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from soci.cache import DirectorySpanCache, MemorySpanCache, SpanCache
+from soci.cache.budget import CacheBudget, effective_limit
 from soci.errors import DataLoss, FormatError, SociError
 from soci.formats.digest import digest_hex, parse_digest
 from soci.formats.soci_index import PrefetchSpan
@@ -137,6 +138,12 @@ class LayerResolver:
         self._layers: dict[tuple[str, str], tuple[Layer, int]] = {}
         self._opening: dict[tuple[str, str], asyncio.Future[Layer]] = {}
         self.metrics: fm.FsMetrics = fm.NullFsMetrics()
+        self.budget: CacheBudget | None = None
+        if self.options.filesystem_cache_type != "memory":
+            spancache = self.root / SPANCACHE_DIR
+            # one limit for all layers' caches; counts (and trims) what earlier runs left
+            limit = effective_limit(spancache, self.options.directory_cache.max_size_bytes)
+            self.budget = CacheBudget(spancache, limit)
 
     async def acquire(self, request: LayerRequest) -> Layer:
         """The open layer for ``request`` (opening it if needed); pair with ``release``."""
@@ -242,6 +249,7 @@ class LayerResolver:
         return DirectorySpanCache(
             self.root / SPANCACHE_DIR / ztoc_hex,
             max_open_files=max(1, self.options.directory_cache.max_cache_fds),
+            budget=self.budget,
         )
 
     async def _check_gzip_header(self, request: LayerRequest, cache: SpanCache, length: int) -> None:
