@@ -54,12 +54,12 @@ class CacheBudget:
         found: list[tuple[float, _Entry, int]] = []
         try:
             directories = list(os.scandir(self.root))
-        except FileNotFoundError:
+        except OSError:  # missing or unreadable: nothing to count (the caches degrade to memory)
             return
         for directory in directories:
             if not directory.is_dir(follow_symlinks=False):
                 continue
-            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            with contextlib.suppress(OSError):
                 for entry in os.scandir(directory.path):
                     if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
                         continue  # temporary files are removed when their cache is opened
@@ -118,7 +118,7 @@ class CacheBudget:
                 if not cache._evict(key):
                     continue  # a reader holds it open
             else:
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):  # read-only: forgotten all the same
                     os.unlink(self.root / name / key)
             self._total -= self._entries.pop(entry)
             self.evictions += 1

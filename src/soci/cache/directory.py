@@ -101,7 +101,7 @@ class DirectorySpanCache:
         self._hits = self._misses = self._commits = self._evictions = 0
         for entry in os.scandir(self.directory):
             if entry.name.startswith(_TMP_PREFIX):
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):  # a read-only directory still serves its entries
                     os.unlink(entry.path)
             elif entry.is_file(follow_symlinks=False):
                 self._sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
@@ -243,7 +243,7 @@ class DirectorySpanCache:
                     return False
                 del self._fds[key]
                 self._retire(handle)
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # read-only: the entry is forgotten, the budget goes on
                 os.unlink(self.directory / key)
             if self._sizes.pop(key, None) is not None:
                 self._evictions += 1
