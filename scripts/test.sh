@@ -4,6 +4,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 bash scripts/setup.sh
+sh scripts/build-crictl.sh   # crictl for the CRI end-to-end test (cached; says so and skips without Go)
 
 echo "== ruff"
 .venv/bin/ruff check src tests bench

@@ -9,6 +9,7 @@ import secrets
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
 
 from soci.cli.image import image
 from soci.cli.main import cli
@@ -117,6 +119,27 @@ def stack_running(
             yield Stack(registry, daemon, containerd, workdir, port)
     finally:
         daemon.stop(signal.SIGINT)
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape_metrics(port: int) -> Samples:
+    """Every sample of the daemon's /metrics, parsed as Prometheus would: (name, labels) -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert "\nsoci_fs_operation_count{" in text and "soci_fs_operation_count_total" not in text
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def metric_total(samples: Samples, name: str, **labels: str) -> float:
+    want = set(labels.items())
+    names = (name, name + "_total")  # the parser renames counter samples; the text has upstream's name
+    return sum(v for (n, have), v in samples.items() if n in names and want <= have)
 
 
 def wait_until(condition: Callable[[], bool], timeout_sec: float = 90.0) -> bool:

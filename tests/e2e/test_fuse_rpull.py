@@ -3,16 +3,22 @@ same root filesystem as overlayfs, restarts."""
 
 from __future__ import annotations
 
-import re
 import signal
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from e2e_images import EXPECTED_OUTPUT, SCRIPT, BuiltImage, convert, push_image, walk_tree
-from e2e_stack import FUSE_MOUNTER, Stack, layer_modes, mounted_view, needs_stack, stack_running
-from prometheus_client.parser import text_string_to_metric_families
+from e2e_stack import (
+    FUSE_MOUNTER,
+    Stack,
+    layer_modes,
+    metric_total,
+    mounted_view,
+    needs_stack,
+    scrape_metrics,
+    stack_running,
+)
 
 from soci.containerd.pull import MODE_LAZY, chain_ids
 from soci.formats.digest import sha256_digest
@@ -41,24 +47,14 @@ def lazy_image(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> BuiltI
     return convert(workdir / "soci", src, "v1-soci")
 
 
-def _bytes_served(registry: RegistryServer, digest: str) -> int:
-    """Blob bytes the registry sent for ``digest`` (from its request log)."""
-    total = 0
-    for line in registry.log_path.read_text().splitlines():
-        if 'msg="response completed' in line and f"/blobs/{digest}" in line:
-            written = re.search(r"http\.response\.written=(\d+)", line)
-            total += int(written.group(1)) if written else 0
-    return total
-
-
 def test_rpull_is_lazy_and_the_container_runs(stack: Stack, lazy_image: BuiltImage) -> None:
     big = lazy_image.layers[1].descriptor()
-    served_before = _bytes_served(stack.registry, big.digest)  # soci convert read the whole layer once
+    served_before = stack.registry.bytes_served(big.digest)  # soci convert read the whole layer once
     output = stack.rpull(lazy_image.ref)
     assert layer_modes(output) == [MODE_LAZY] * 3, output
     assert stack.run(lazy_image.ref, "/bin/sh", "-c", SCRIPT) == EXPECTED_OUTPUT
     # the command never reads the big layer's files: only a fraction of it came over the wire
-    assert _bytes_served(stack.registry, big.digest) - served_before < big.size // 2
+    assert stack.registry.bytes_served(big.digest) - served_before < big.size // 2
 
 
 def test_lazy_rootfs_equals_overlayfs(stack: Stack, lazy_image: BuiltImage, tmp_path: Path) -> None:
@@ -72,40 +68,23 @@ def test_lazy_rootfs_equals_overlayfs(stack: Stack, lazy_image: BuiltImage, tmp_
     assert ours == theirs
 
 
-def _scrape(stack: Stack) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of the daemon's /metrics, parsed as Prometheus would: (name, labels) -> value."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    assert "\nsoci_fs_operation_count{" in text and "soci_fs_operation_count_total" not in text
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def _total(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
-    want = set(labels.items())
-    names = (name, name + "_total")  # the parser renames counter samples; the text has upstream's name
-    return sum(v for (n, have), v in samples.items() if n in names and want <= have)
-
-
 def test_metrics_scraped_during_a_lazy_run(stack: Stack, lazy_image: BuiltImage) -> None:
     stack.rpull(lazy_image.ref)
     assert stack.run(lazy_image.ref, "/bin/sh", "-c", SCRIPT) == EXPECTED_OUTPUT
-    samples = _scrape(stack)
+    samples = scrape_metrics(stack.metrics_port)
     for layer in lazy_image.layers:
         digest = layer.descriptor().digest
-        assert _total(samples, "soci_fs_layer_size_bytes", digest=digest) >= layer.descriptor().size, digest
-        assert _total(samples, "soci_fs_layer_fetched_size_bytes", digest=digest) > 0, digest
+        assert metric_total(samples, "soci_fs_layer_size_bytes", digest=digest) >= layer.descriptor().size, digest
+        assert metric_total(samples, "soci_fs_layer_fetched_size_bytes", digest=digest) > 0, digest
     count = "soci_fs_operation_count"
-    assert _total(samples, count, operation_type="synchronous_read_count") > 0
-    assert _total(samples, count, operation_type="synchronous_read_remote_registry_fetch_count") > 0
-    assert _total(samples, "soci_fs_bytes_served", operation_type="synchronous_bytes_served") > 0
+    assert metric_total(samples, count, operation_type="synchronous_read_count") > 0
+    assert metric_total(samples, count, operation_type="synchronous_read_remote_registry_fetch_count") > 0
+    assert metric_total(samples, "soci_fs_bytes_served", operation_type="synchronous_bytes_served") > 0
     for operation in ("mount", "fuse_mount", "init_metadata_store", "remote_registry_get", "ztoc_fetch"):
-        assert _total(samples, "soci_fs_operation_duration_milliseconds_count", operation_type=operation) > 0, operation
-    assert _total(samples, "soci_fs_operation_duration_microseconds_count", operation_type="synchronous_read") > 0
-    assert _total(samples, "process_resident_memory_bytes") > 0
+        milliseconds = "soci_fs_operation_duration_milliseconds_count"
+        assert metric_total(samples, milliseconds, operation_type=operation) > 0, operation
+    assert metric_total(samples, "soci_fs_operation_duration_microseconds_count", operation_type="synchronous_read") > 0
+    assert metric_total(samples, "process_resident_memory_bytes") > 0
 
 
 def test_restart_repairs_dead_fuse_mounts(stack: Stack, lazy_image: BuiltImage) -> None:

@@ -20,7 +20,9 @@ from aiohttp import web
 from fs_layers import BuiltLayer, build_layer, every_entry_type_tar
 from fs_serve import fuse_usable, serve
 
+from soci.errors import FormatError
 from soci.fs.options import BlobOptions, FsOptions
+from soci.registry.transport import CORRUPT_ANSWER_RETRIES
 from soci.testing.fault_proxy import Fault, FaultProxy
 from soci.testing.registry_server import RegistryServer, registry_available
 
@@ -150,3 +152,29 @@ async def test_second_mount_reads_only_from_the_span_cache(
         assert second == first == [expected_sha(layer, n) for n in names]
         assert proxy.requests_to(layer.digest) == []
         assert stats.requests == 0 and stats.fetched_bytes > 0
+
+
+async def test_corrupt_gzip_header_answer_is_fetched_again(
+    registry: RegistryServer, repo: str, layer: BuiltLayer, tmp_path: Path
+) -> None:
+    registry.push_blob(repo, layer.blob)
+    async with FaultProxy(registry.url) as proxy:
+        # the first answer for the layer is the gzip header read: its magic byte arrives flipped once
+        proxy.add(Fault("flip", match=layer.digest, times=1, flip_at=0))
+        async with serve(proxy.host, repo, [layer], tmp_path) as served:
+            assert proxy.faults[0].times == 0
+            got = await asyncio.to_thread(read_sha, served.paths["layer0"] / FILE)
+            assert got == expected_sha(layer, FILE)
+
+
+async def test_gzip_header_corrupt_every_time_is_a_clean_error(
+    registry: RegistryServer, repo: str, layer: BuiltLayer, tmp_path: Path
+) -> None:
+    registry.push_blob(repo, layer.blob)
+    async with FaultProxy(registry.url) as proxy:
+        proxy.add(Fault("flip", match=layer.digest, times=1000, flip_at=0))
+        with pytest.raises(FormatError, match="gzip header") as info:
+            async with serve(proxy.host, repo, [layer], tmp_path):
+                pass
+        assert "\n" not in str(info.value)
+        assert len(proxy.requests_to(layer.digest)) == 1 + CORRUPT_ANSWER_RETRIES

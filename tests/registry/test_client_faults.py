@@ -12,6 +12,7 @@ import pytest
 from soci.errors import DataLoss, FailedPrecondition, Unavailable
 from soci.registry import Credentials, RegistryClient, StaticCredentials, TransportOptions, resolve_hosts
 from soci.registry.client import OCI_MANIFEST
+from soci.registry.transport import CORRUPT_ANSWER_RETRIES
 from soci.testing.fault_proxy import Fault, FaultProxy, digest_of
 from soci.testing.registry_server import RegistryServer
 
@@ -94,9 +95,16 @@ async def test_flipped_bits_never_return_corrupt_blobs(plain_registry: RegistryS
     data = os.urandom(3 << 20)
     digest = plain_registry.push_blob(repo, data)
     async with FaultProxy(plain_registry.url) as proxy, client_via(proxy) as client:
+        # one corrupted answer is fetched again; a blob corrupted every time is DataLoss after the bound
         proxy.add(Fault("flip", flip_at=len(data) // 2))
-        with pytest.raises(DataLoss):
+        assert await client.get_blob(repo, digest) == data
+        assert len(proxy.requests_to(digest)) == 2
+        proxy.add(Fault("flip", flip_at=len(data) // 2, times=1000))
+        with pytest.raises(DataLoss, match="does not match") as info:
             await client.get_blob(repo, digest)
+        assert "\n" not in str(info.value)
+        assert len(proxy.requests_to(digest)) == 2 + 1 + CORRUPT_ANSWER_RETRIES
+        proxy.faults.clear()
         proxy.add(Fault("flip", flip_at=len(data) - 1))
         received = 0
         with pytest.raises(DataLoss):
@@ -105,14 +113,18 @@ async def test_flipped_bits_never_return_corrupt_blobs(plain_registry: RegistryS
         assert received < len(data), "the final chunk was yielded before verification"
 
 
-async def test_flipped_manifest_is_data_loss(plain_registry: RegistryServer, repo: str) -> None:
+async def test_flipped_manifest_is_fetched_again_then_data_loss(plain_registry: RegistryServer, repo: str) -> None:
     digest, _ = plain_registry.push_image(repo, "v1", [b"layer"])
     async with FaultProxy(plain_registry.url) as proxy, client_via(proxy) as client:
         proxy.add(Fault("flip", match="/manifests/", flip_at=30, times=2))
+        data, _, got = await client.get_manifest(repo, digest)
+        assert got == digest == digest_of(data)
+        proxy.add(Fault("flip", match="/manifests/", flip_at=30, times=1000))
         with pytest.raises(DataLoss):
             await client.get_manifest(repo, digest)
         with pytest.raises(DataLoss, match="Docker-Content-Digest"):
             await client.get_manifest(repo, "v1")
+        proxy.faults.clear()
         data, media_type, got = await client.get_manifest(repo, "v1")
     assert (media_type, got, digest_of(data)) == (OCI_MANIFEST, digest, digest)
 

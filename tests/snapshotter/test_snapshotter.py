@@ -22,7 +22,7 @@ from e2e_mounter import UnpackingMounter
 from snapshotter_stack import needs_root
 
 from soci.cli.main import cli
-from soci.errors import AlreadyExists, Unavailable
+from soci.errors import AlreadyExists, NotFound, Unavailable
 from soci.formats.digest import sha256_digest
 from soci.registry import RegistryClient, TransportOptions, parse_reference
 from soci.snapshotter import labels as lb
@@ -71,6 +71,13 @@ class FailingMounter:
 
     async def unmount(self, mountpoint: Path) -> None:
         return None
+
+
+class BuggyMounter(FailingMounter):
+    """Fails as a bug met by hostile input would: not with a project error."""
+
+    async def mount(self, mountpoint: Path, layer: RemoteLayer) -> None:
+        raise IndexError("index out of range")
 
 
 class HangingMounter(FailingMounter):
@@ -299,8 +306,38 @@ async def test_failed_remote_mount_falls_back_to_local(make: Make, images: dict[
     labels = images["indexed"].labels(0)
     with pytest.raises(AlreadyExists):
         await harness.snapshotter.prepare("k-fail", "", labels)
-    assert harness.metrics.counts == [m.OP_FUSE_MOUNT_FAILURE]
+    assert harness.metrics.counts == [m.OP_FUSE_MOUNT_FAILURE, m.OP_REMOTE_FALLBACK]
     assert harness.metrics.modes == [(labels[lb.CRI_LAYER_DIGEST], m.MODE_LOCAL)]
+
+
+async def test_unexpected_remote_error_falls_back_with_one_warning(
+    make: Make, images: dict[str, Image], caplog: pytest.LogCaptureFixture
+) -> None:
+    harness: Harness = await make(BuggyMounter())
+    labels = images["indexed"].labels(0)
+    with pytest.raises(AlreadyExists):
+        await harness.snapshotter.prepare("k-bug", "", labels)
+    assert harness.metrics.counts == [m.OP_FUSE_MOUNT_FAILURE, m.OP_REMOTE_FALLBACK]
+    assert harness.metrics.modes == [(labels[lb.CRI_LAYER_DIGEST], m.MODE_LOCAL)]
+    warnings = [r.getMessage() for r in caplog.records if "falling back" in r.getMessage()]
+    assert warnings == ["failed to prepare remote snapshot, falling back: IndexError: index out of range"]
+    # the layer is committed under its target name; the active key is gone
+    assert (await harness.snapshotter.stat(labels[lb.TARGET_SNAPSHOT_REF])).kind is Kind.COMMITTED
+    with pytest.raises(NotFound):
+        await harness.snapshotter.stat("k-bug")
+
+
+async def test_cancelled_prepare_leaves_no_active_row(make: Make, images: dict[str, Image]) -> None:
+    harness: Harness = await make(HangingMounter(), mount_timeout_sec=600)
+    sn = harness.snapshotter
+    task = asyncio.ensure_future(sn.prepare("k-cancel", "", images["indexed"].labels(0)))
+    while not any(info.name == "k-cancel" for info in await sn.walk()):
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [info.name for info in await sn.walk()] == []
+    assert [p.name for p in sn.snapshots_dir.iterdir()] == []
 
 
 async def test_mount_timeout_falls_back_to_local(make: Make, images: dict[str, Image]) -> None:

@@ -65,9 +65,15 @@ class ContainerdServer:
         log_level: str = "info",
         binary: str = "containerd",
         bin_dir: Path | None = None,
+        cri_config: str | None = None,
     ) -> None:
-        """``bin_dir``: take containerd, ctr and the runc shim from there (another containerd build)."""
+        """``bin_dir``: take containerd, ctr and the runc shim from there (another containerd build).
+
+        ``cri_config``: TOML for ``[plugins."io.containerd.grpc.v1.cri"]`` (and its subtables), which turns the
+        CRI plugin on; without it the plugin is disabled (no CNI or stream server needed).
+        """
         self.workdir = workdir
+        self.cri_config = cri_config
         self.proxy_plugins = dict(proxy_plugins or {})
         self.log_level = log_level
         self.bin_dir = bin_dir
@@ -94,11 +100,12 @@ class ContainerdServer:
         return self._process.pid
 
     def config_text(self) -> str:
+        disabled = "[]" if self.cri_config is not None else '["io.containerd.grpc.v1.cri"]'
         lines = [
             "version = 2",
             f'root = "{self.root}"',
             f'state = "{self.workdir / "state"}"',
-            'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+            f"disabled_plugins = {disabled}",
             "",
             "[grpc]",
             f'  address = "{self.address}"',
@@ -112,6 +119,8 @@ class ContainerdServer:
         ]
         for name, socket_path in self.proxy_plugins.items():
             lines += [f"  [proxy_plugins.{name}]", '    type = "snapshot"', f'    address = "{socket_path}"']
+        if self.cri_config is not None:
+            lines += ["", self.cri_config]
         return "\n".join(lines) + "\n"
 
     def start(self) -> ContainerdServer:

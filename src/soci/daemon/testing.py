@@ -31,6 +31,7 @@ class SnapshotterProcess:
     Args:
         config: TOML text for ``--config`` (none: the daemon's defaults).
         env: extra environment (e.g. ``SOCI_SNAPSHOTTER_LAYER_MOUNTER``, ``PYTHONPATH``).
+        program: the command that starts the daemon (default: this interpreter's ``-m soci.daemon``).
     """
 
     def __init__(
@@ -41,8 +42,10 @@ class SnapshotterProcess:
         env: Mapping[str, str] | None = None,
         log_level: str = "debug",
         extra_args: tuple[str, ...] = (),
+        program: tuple[str, ...] = (sys.executable, "-m", "soci.daemon"),
     ) -> None:
         self.workdir = workdir
+        self.program = program
         self.config = config
         self.env = dict(env or {})
         self.log_level = log_level
@@ -74,7 +77,7 @@ class SnapshotterProcess:
         return self._process is not None and self._process.poll() is None
 
     def command(self) -> list[str]:
-        args = [sys.executable, "-m", "soci.daemon", "--address", str(self.socket), "--root", str(self.root)]
+        args = [*self.program, "--address", str(self.socket), "--root", str(self.root)]
         args += ["--log-level", self.log_level]
         if self.config is not None:
             config_path = self.workdir / "config.toml"

@@ -37,6 +37,7 @@ from soci.fs.spans import RecentSpans, SpanManager, SpanStatistics, check_span_t
 from soci.fs.tree import LayerTree
 from soci.fs.ztoc_reader import ZtocInfo, load_ztoc
 from soci.futures import mark_retrieved
+from soci.registry.transport import retry_corrupt
 
 log = logging.getLogger(__name__)
 
@@ -263,12 +264,18 @@ class LayerResolver:
     async def _check_gzip_header(self, request: LayerRequest, cache: SpanCache, length: int) -> None:
         """The bytes before the first span must be a gzip header (cached, so a later mount needs no request)."""
         data = cache.get(GZIP_HEADER_KEY)
-        if data is None or len(data) != length:
-            data = await request.blob.read_at(0, length)
+        if data is not None and len(data) == length:
             check_gzip_header(data, request.layer_digest)
-            cache.put(GZIP_HEADER_KEY, data)
-        else:
-            check_gzip_header(data, request.layer_digest)
+            return
+
+        async def fetch() -> bytes:
+            answer = await request.blob.read_at(0, length)
+            check_gzip_header(answer, request.layer_digest)
+            return answer
+
+        # the header has no digest of its own: a corrupted answer shows as a bad header and is fetched again
+        data = await retry_corrupt(fetch, f"gzip header of layer {request.layer_digest}")
+        cache.put(GZIP_HEADER_KEY, data)
 
     async def _prefetch(self, layer: Layer, ranges: Sequence[PrefetchSpan]) -> None:
         """Load the listed spans before the layer is ready; failures are logged, never fatal."""

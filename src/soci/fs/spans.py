@@ -144,6 +144,13 @@ def check_span_table(zinfo: GzipZinfo | TarZinfo, span_digests: Sequence[str], m
             and zinfo.start_uncompressed_offset(i) < zinfo.end_uncompressed_offset(i, uncompressed_size)
         ):
             raise FormatError(f"non-monotonic checkpoints: span {i} is empty or runs backwards")
+    # the last span ends at the archive sizes: a checkpoint past them (a corrupt zTOC) would make a negative span
+    last = count - 1
+    if count and not (
+        0 <= zinfo.start_compressed_offset(last) <= compressed_size
+        and 0 <= zinfo.start_uncompressed_offset(last) <= uncompressed_size
+    ):
+        raise FormatError(f"checkpoints: span {last} starts beyond the archive sizes the zTOC gives")
 
 
 class SpanManager:

@@ -44,6 +44,7 @@ from soci.registry.transport import (
     parse_error_body,
     raise_for_status,
     redact_url,
+    retry_corrupt,
 )
 
 log = logging.getLogger(__name__)
@@ -145,10 +146,19 @@ class RegistryClient:
     ) -> tuple[bytes, str, str]:
         """Fetch a manifest or index by tag or digest: ``(bytes, media_type, digest)``, digest-verified.
 
+        A mismatching answer is fetched again (``CORRUPT_ANSWER_RETRIES`` times, with backoff).
+
         Raises:
             NotFound: no endpoint has it.
             DataLoss: the bytes do not match the requested digest or the registry's ``Docker-Content-Digest``.
         """
+        return await retry_corrupt(
+            lambda: self._get_manifest_once(repo, reference, accept),
+            f"manifest {repo}@{reference}",
+            self.transport_options,
+        )
+
+    async def _get_manifest_once(self, repo: str, reference: str, accept: Sequence[str]) -> tuple[bytes, str, str]:
         check_repository(repo)
         check_tag_or_digest(reference)
         by_digest = ":" in reference
@@ -289,9 +299,13 @@ class RegistryClient:
         return int(length)
 
     async def get_blob(self, repo: str, digest: str, size: int | None = None) -> bytes:
-        """The whole blob, digest-verified (resuming with a Range request if the connection breaks)."""
-        parts = [chunk async for chunk in self.open_blob_stream(repo, digest, size)]
-        return b"".join(parts)
+        """The whole blob, digest-verified (resuming with a Range request if the connection breaks); a blob that
+        arrives whole but wrong is fetched again (``CORRUPT_ANSWER_RETRIES`` times, with backoff)."""
+
+        async def once() -> bytes:
+            return b"".join([chunk async for chunk in self.open_blob_stream(repo, digest, size)])
+
+        return await retry_corrupt(once, f"blob {repo}@{digest}", self.transport_options)
 
     async def open_blob_stream(self, repo: str, digest: str, size: int | None = None) -> AsyncGenerator[bytes, None]:
         """Yield a blob's bytes in chunks; the digest is checked before the last chunk is yielded.

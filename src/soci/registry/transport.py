@@ -13,12 +13,12 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Final
+from typing import IO, Any, Final, TypeVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import aiohttp
@@ -307,6 +307,32 @@ def retry_after_sec(headers: Mapping[str, str]) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+CORRUPT_ANSWER_RETRIES: Final = 3
+"""Fetches again of an answer that arrived whole but wrong (digest mismatch, bad gzip header): one corrupted
+answer (a proxy, a cache, a flipped bit) is survived; an artifact that is wrong every time is an error."""
+
+_T = TypeVar("_T")
+
+
+async def retry_corrupt(
+    work: Callable[[], Awaitable[_T]],
+    what: str,
+    options: TransportOptions | None = None,
+    retries: int = CORRUPT_ANSWER_RETRIES,
+) -> _T:
+    """``work()``, fetched again with backoff while it raises ``DataLoss`` or ``FormatError`` (bounded)."""
+    options = options or TransportOptions()
+    for attempt in range(retries + 1):
+        try:
+            return await work()
+        except (DataLoss, FormatError) as exc:
+            if attempt == retries:
+                raise
+            log.warning("%s: %s; fetching it again (%d of %d)", what, exc, attempt + 1, retries)
+            await asyncio.sleep(backoff_sec(attempt, options))
+    raise AssertionError("unreachable")
 
 
 def backoff_sec(attempt: int, options: TransportOptions, retry_after: float | None = None) -> float:

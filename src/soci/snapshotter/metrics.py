@@ -15,6 +15,8 @@ OP_LOCAL_UNPACK: Final = "local_unpack"
 # counts
 OP_FUSE_MOUNT_FAILURE: Final = "fuse_mount_failure_count"
 OP_LOCAL_MOUNT_FAILURE: Final = "local_mount_failure_count"
+OP_REMOTE_FALLBACK: Final = "remote_snapshot_fallback_count"
+"""A layer Prepare whose remote attempt failed (any reason but a missing index) and fell back (ours)."""
 
 # pull modes, one per layer Prepare
 MODE_REMOTE: Final = "remote"

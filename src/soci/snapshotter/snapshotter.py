@@ -360,6 +360,33 @@ class Snapshotter:
         if existing is not None and existing.parent == parent:
             raise AlreadyExists(f"target snapshot {target!r}: already exists")
         snapshot = await self._create(Kind.ACTIVE, key, parent, labels)
+        try:
+            return await self._prepare_created(snapshot, key, parent, labels, target, namespace)
+        except AlreadyExists:
+            raise  # the layer is ready: ``key`` was committed (or dropped as redundant)
+        except BaseException:
+            # a failed Prepare must not leave an active row behind: containerd never learns of ``key``
+            await self._drop_active(key)
+            raise
+
+    async def _drop_active(self, key: str) -> None:
+        with self._ms.transaction(writable=False) as tx:
+            try:
+                snapshot_id, info, _ = tx.get_info(key)
+            except NotFound:
+                return
+        if info.kind is not Kind.ACTIVE:
+            return
+        try:
+            await self._clear_mountpoint(self.upper_path(snapshot_id))
+        except Exception as exc:  # the directory goes with cleanup() if it cannot go now
+            log.warning("clearing %s after a failed Prepare failed: %s", key, _reason(exc))
+        await self.remove(key)
+        log.info("removed active snapshot %s after its Prepare failed", key)
+
+    async def _prepare_created(
+        self, snapshot: Snapshot, key: str, parent: str, labels: dict[str, str], target: str, namespace: str
+    ) -> list[Mount]:
         upper = self.upper_path(snapshot.id)
         fields = {"key": key, "parent": parent, "target": target}
         if namespace:
@@ -384,10 +411,17 @@ class Snapshotter:
                 defer = True
                 log.warning("failed to prepare remote snapshot: %s", exc, extra={**fields, LOG_REMOTE: "false"})
                 await self._clear_mountpoint(upper)
-            except (SociError, OSError) as exc:  # TimeoutError is an OSError
-                log.warning("failed to prepare remote snapshot: %s", exc, extra={**fields, LOG_REMOTE: "false"})
+            except Exception as exc:
+                # any failure of the remote path (a known class, or a bug met by hostile input) falls back, as
+                # upstream does; the warning and the metric keep it from passing unnoticed
+                log.warning(
+                    "failed to prepare remote snapshot, falling back: %s",
+                    _reason(exc),
+                    extra={**fields, LOG_REMOTE: "false"},
+                )
                 if not isinstance(exc, NoZtocError):
                     self._metrics.count(m.OP_FUSE_MOUNT_FAILURE, layer)
+                    self._metrics.count(m.OP_REMOTE_FALLBACK, layer)
                 await self._clear_mountpoint(upper)
             else:
                 committed = dict(labels, **{lb.REMOTE: lb.REMOTE_VALUE, lb.HAS_SOCI_INDEX_DIGEST: "true"})
@@ -405,10 +439,10 @@ class Snapshotter:
         start = time.monotonic()
         try:
             await self._local.unpack(source, upper)
-        except (SociError, OSError) as exc:
+        except Exception as exc:
             log.warning(
                 "failed to prepare local snapshot: %s; deferring to container runtime",
-                exc,
+                _reason(exc),
                 extra={**fields, LOG_LOCAL: "false", LOG_DEFER: "true"},
             )
             self._metrics.count(m.OP_LOCAL_MOUNT_FAILURE, layer)
@@ -460,6 +494,12 @@ class Snapshotter:
         except OSError as exc:
             # the database no longer knows this directory; cleanup() tries again later
             log.warning("failed to remove directory %s: %s", directory, exc)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line: the message of a project error, the class too for anything else (a bug to report)."""
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, SociError) else f"{type(exc).__name__}: {text}"
 
 
 def _is_remote(info: Info) -> bool:

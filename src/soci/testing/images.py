@@ -80,14 +80,21 @@ def gzip_layer(tar: bytes, level: int = 6) -> Layer:
     return Layer(blob=gzip.compress(tar, compresslevel=level, mtime=0), tar=tar)
 
 
-def write_oci_layout(path: Path, layers: Sequence[Layer], *, tag: str = "latest", arch: str = "amd64") -> Descriptor:
+def write_oci_layout(
+    path: Path,
+    layers: Sequence[Layer],
+    *,
+    tag: str = "latest",
+    arch: str = "amd64",
+    cmd: Sequence[str] = ("/bin/sh",),
+) -> Descriptor:
     """Write a single-manifest OCI image layout; return the manifest descriptor."""
     store = ContentStore(path)
     store.ensure_layout()
     config = {
         "architecture": arch,
         "os": "linux",
-        "config": {"Cmd": ["/bin/sh"]},
+        "config": {"Cmd": list(cmd)},
         "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer.tar) for layer in layers]},
     }
     config_data = json.dumps(config, separators=(",", ":")).encode()

@@ -632,6 +632,15 @@ class RegistryServer:
         data = json.dumps(manifest, separators=(",", ":")).encode()
         return self.push_manifest(repo, tag, data), data
 
+    def bytes_served(self, digest: str) -> int:
+        """Blob bytes this registry has sent for ``digest``, from its request log."""
+        total = 0
+        for line in self.log_path.read_text().splitlines():
+            if 'msg="response completed' in line and f"/blobs/{digest}" in line:
+                written = re.search(r"http\.response\.written=(\d+)", line)
+                total += int(written.group(1)) if written else 0
+        return total
+
     def write_hosts_toml(
         self, hosts_dir: Path, *, mirrors: Sequence[str] = (), server: str | None = None, domain: str | None = None
     ) -> Path:
