@@ -86,6 +86,7 @@ def test_an_upstream_style_file_loads(tmp_path: Path) -> None:
         ('metadata_store = "sqlite"', "metadata_store"),
         ('[pull_modes.parallel_pull_unpack]\nconcurrent_download_chunk_size = "12 parsecs"', "invalid size"),
         ("[blob", "invalid TOML"),
+        ('[fuse]\nmetadata = "kernel"', "[fuse] metadata must be auto, erofs or fuse"),
     ],
 )
 def test_bad_files_are_clear_errors(text: str, named: str) -> None:

@@ -8,6 +8,7 @@ import io
 import random
 import tarfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from soci.formats.ztoc import Ztoc
 from soci.formats.ztoc_codec import marshal_ztoc
@@ -156,3 +157,29 @@ def build_plain_layer(tar: bytes, *, span_size: int = SPAN_SIZE) -> BuiltLayer:
     """An uncompressed (plain tar) layer: fixed-size spans."""
     ztoc = build_ztoc(io.BytesIO(tar), span_size=span_size, algorithm="uncompressed")
     return BuiltLayer(tar=tar, blob=tar, ztoc=ztoc, ztoc_bytes=marshal_ztoc(ztoc))
+
+
+def upper_layer_tar() -> bytes:
+    """A layer on top of ``every_entry_type_tar``: deletes, makes a directory opaque, replaces and adds."""
+    rng = random.Random(2)
+    w = TarWriter()
+    w.dir("etc")
+    w.file("etc/.wh.shadow", b"")  # delete a file
+    w.file("etc/hostname", b"upper\n", mtime=1_800_000_000)  # replace a file
+    w.file("data/.wh.small", b"")
+    w.dir("usr", mode=0o750)  # attributes of a lower directory change
+    w.dir("usr/bin")
+    w.file("usr/bin/.wh..wh..opq", b"")  # hide everything below from the lower layer
+    w.file("usr/bin/new-tool", compressible(rng, 200_000), mode=0o755)
+    w.file(".wh.deep", b"")  # remove a whole lower directory tree
+    w.file("links/.wh.b", b"")  # remove one name of a hard-link group
+    w.dir("fresh/sub", mode=0o700, uid=12)
+    w.file("fresh/sub/file", rng.randbytes(90_000))
+    return w.finish()
+
+
+def build_from_blob(path: Path, span_size: int = 1 << 20) -> BuiltLayer:
+    blob = path.read_bytes()
+    with path.open("rb") as f:
+        ztoc = build_ztoc(f, span_size=span_size, algorithm="gzip")
+    return BuiltLayer(tar=b"", blob=blob, ztoc=ztoc, ztoc_bytes=marshal_ztoc(ztoc))

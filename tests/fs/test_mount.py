@@ -11,8 +11,6 @@ import dataclasses
 import errno
 import json
 import os
-import random
-import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,13 +25,17 @@ from fs_compare import (
     overlay_described,
     snapshot,
 )
-from fs_layers import BuiltLayer, TarWriter, build_layer, compressible, every_entry_type_tar
+from fs_layers import (
+    BuiltLayer,
+    build_from_blob,
+    build_layer,
+    every_entry_type_tar,
+    upper_layer_tar,
+)
 from fs_serve import fuse_usable, layer_request, overlay, serve
 
-from soci.formats.ztoc_codec import marshal_ztoc
 from soci.fs.layer import LayerRequest, LayerResolver
 from soci.fs.mount import LazyMount
-from soci.index.ztoc_builder import build_ztoc
 from soci.testing.registry_server import RegistryServer, registry_available
 
 pytestmark = [
@@ -54,25 +56,6 @@ def registry() -> Iterator[RegistryServer]:
 def push(registry: RegistryServer, repo: str, *layers: BuiltLayer) -> None:
     for layer in layers:
         registry.push_blob(repo, layer.blob)
-
-
-def upper_layer_tar() -> bytes:
-    """A layer on top of ``every_entry_type_tar``: deletes, makes a directory opaque, replaces and adds."""
-    rng = random.Random(2)
-    w = TarWriter()
-    w.dir("etc")
-    w.file("etc/.wh.shadow", b"")  # delete a file
-    w.file("etc/hostname", b"upper\n", mtime=1_800_000_000)  # replace a file
-    w.file("data/.wh.small", b"")
-    w.dir("usr", mode=0o750)  # attributes of a lower directory change
-    w.dir("usr/bin")
-    w.file("usr/bin/.wh..wh..opq", b"")  # hide everything below from the lower layer
-    w.file("usr/bin/new-tool", compressible(rng, 200_000), mode=0o755)
-    w.file(".wh.deep", b"")  # remove a whole lower directory tree
-    w.file("links/.wh.b", b"")  # remove one name of a hard-link group
-    w.dir("fresh/sub", mode=0o700, uid=12)
-    w.file("fresh/sub/file", rng.randbytes(90_000))
-    return w.finish()
 
 
 async def test_every_entry_type_equals_tar_x(registry: RegistryServer, repo: str, tmp_path: Path) -> None:
@@ -147,28 +130,6 @@ async def test_layers_come_and_go_while_mounted(registry: RegistryServer, repo: 
         with pytest.raises(OSError) as info:
             await asyncio.to_thread(open, mnt / "a" / "etc" / "hostname", "r+b")
         assert info.value.errno == errno.EROFS
-
-
-@pytest.fixture(scope="module")
-def debian_layers(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Blob files of the Debian base layer and the python3 layer on top (scripts/build-debian-image.sh)."""
-    out = tmp_path_factory.mktemp("debian") / "oci"
-    script = Path(__file__).resolve().parents[2] / "scripts" / "build-debian-image.sh"
-    env = {**os.environ, "SOCI_IMAGE_PACKAGES": "python3"}  # the base layer and a python3 layer
-    result = subprocess.run(["bash", str(script), str(out)], capture_output=True, text=True, check=False, env=env)
-    if result.returncode != 0:
-        pytest.skip(f"cannot build the Debian image: {result.stderr.strip()[-300:]}")
-    index = json.loads((out / "index.json").read_text())
-    manifest_digest = index["manifests"][0]["digest"].split(":", 1)[1]
-    manifest = json.loads((out / "blobs" / "sha256" / manifest_digest).read_text())
-    return [out / "blobs" / "sha256" / layer["digest"].split(":", 1)[1] for layer in manifest["layers"]]
-
-
-def build_from_blob(path: Path, span_size: int = 1 << 20) -> BuiltLayer:
-    blob = path.read_bytes()
-    with path.open("rb") as f:
-        ztoc = build_ztoc(f, span_size=span_size, algorithm="gzip")
-    return BuiltLayer(tar=b"", blob=blob, ztoc=ztoc, ztoc_bytes=marshal_ztoc(ztoc))
 
 
 @pytest.mark.slow

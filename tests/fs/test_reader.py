@@ -101,3 +101,34 @@ async def test_absolute_and_climbing_names_verify_and_stay_inside(executor: Thre
     assert sorted(n for _, n, _ in tree.children(tree.resolve(b""))) == [b"abs", b"dot", b"up"]
     for path, content in ((b"abs/file", b"absolute\n"), (b"dot/file", b"dot\n"), (b"up", b"climbing\n")):
         assert await reader.read(tree.resolve(path), 0, 100) == content
+
+
+async def test_archive_reads_are_the_tar_and_name_the_files_they_cover(
+    layer: BuiltLayer, executor: ThreadPoolExecutor
+) -> None:
+    """The EROFS data device: any range of the uncompressed tar, each file inside reported once per read."""
+    reader = reader_for(layer, layer.ztoc, executor)
+    tree = reader._tree
+    reads: list[tuple[int, int, int]] = []
+    reader.on_read = lambda ino, offset, length: reads.append((ino, offset, length))
+    size = layer.ztoc.uncompressed_archive_size  # the zTOC's archive ends before tarfile's record padding
+    assert await reader.read_archive(0, size + 4096) == layer.tar[:size]
+    files = {tree.resolve(e.name) for e in layer.ztoc.entries if e.type == "reg" and e.uncompressed_size}
+    assert {ino for ino, _, _ in reads} == files
+    for ino, offset, length in reads:
+        assert (offset, length) == (0, tree.data_range(ino)[1])  # the whole file, from its start
+    # a range inside one file is reported as that part of it
+    big = max(files, key=lambda i: tree.data_range(i)[1])
+    start, _ = tree.data_range(big)
+    reads.clear()
+    assert await reader.read_archive(start + 100, 50) == layer.tar[start + 100 : start + 150]
+    assert reads == [(big, 100, 50)]
+    assert await reader.read_archive(size, 10) == b""
+
+
+async def test_archive_reads_check_the_tar_headers(layer: BuiltLayer, executor: ThreadPoolExecutor) -> None:
+    name = b"etc/hostname"
+    reader = reader_for(layer, tampered(layer.ztoc, name, mode=0o600), executor)
+    start, _ = reader._tree.data_range(reader._tree.resolve(name))
+    with pytest.raises(DataLoss, match="does not match the zTOC"):
+        await reader.read_archive(start, 5)

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from soci.errors import InvalidArgument, NotFound
 from soci.formats import toml
-from soci.fs.options import IMMUTABLE_CACHE_SEC
+from soci.fs.options import IMMUTABLE_CACHE_SEC, METADATA_CHOICES
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/soci-snapshotter-grpc/config.toml")
 DEFAULT_ROOT: Final = Path("/var/lib/soci-snapshotter-grpc")
@@ -72,6 +72,7 @@ class FuseConfig:
     entry_timeout: int = IMMUTABLE_CACHE_SEC
     negative_timeout: int = IMMUTABLE_CACHE_SEC
     log_fuse_operations: bool = False
+    metadata: str = "auto"  # ours: "auto", "erofs" or "fuse" (soci.fs.options.FuseOptions.metadata)
 
 
 @dataclass
@@ -270,6 +271,8 @@ def normalize(config: Config, where: str = "config") -> Config:
         config.metrics_network = "tcp"
     if config.metrics_network not in ("tcp", "unix"):
         raise InvalidArgument(f"{where}: metrics_network must be 'tcp' or 'unix', not {config.metrics_network!r}")
+    if config.fuse.metadata not in METADATA_CHOICES:
+        raise InvalidArgument(f"{where}: [fuse] metadata must be auto, erofs or fuse, not {config.fuse.metadata!r}")
     if not config.metadata_store:
         config.metadata_store = "db"
     if config.metadata_store not in ("db", "db-multi"):

@@ -30,6 +30,7 @@ def fs_options(config: Config) -> FsOptions:
             entry_timeout=config.fuse.entry_timeout,
             negative_timeout=config.fuse.negative_timeout,
             log_fuse_operations=config.fuse.log_fuse_operations,
+            metadata=config.fuse.metadata,  # type: ignore[arg-type]  # checked by FuseOptions
         ),
         background_fetch=BackgroundFetchOptions(
             disable=bg.disable,

@@ -1,8 +1,10 @@
 """The FUSE operations of the one mount: a root holding one directory per layer, plus the state directory.
 
-Inode numbers: 1 is the mount root, 2 the hidden state directory ``.soci-snapshotter``. Layer number ``n``
-(never reused while mounted) owns inodes ``n << 32 | i``: ``i >= 1`` is the layer's own inode ``i`` (1 is
-its root) and ``i == 0`` its state file ``<layer digest>.json`` in the state directory. Layer contents
+Inode numbers: 1 is the mount root, 2 the hidden state directory ``.soci-snapshotter``, 3 the hidden archive
+directory ``.soci-archives``. Layer number ``n`` (never reused while mounted) owns inodes ``n << 32 | i``:
+``i >= 1`` is the layer's own inode ``i`` (1 is its root), ``i == 0`` its state file ``<layer digest>.json`` in
+the state directory, and ``i == 2**32 - 1`` its uncompressed tar ``.soci-archives/<layer name>``, the data
+device of the layer's EROFS image (``soci.fs.erofs``). Layer contents
 never change, so their kernel cache lifetimes come from ``[fuse]``; the root and the state directory
 change and are never cached.
 
@@ -46,8 +48,13 @@ log = logging.getLogger(__name__)
 
 STATE_DIR_NAME = b".soci-snapshotter"
 STATE_DIR_INODE = 2
+ARCHIVE_DIR_NAME = b".soci-archives"
+ARCHIVE_DIR_INODE = 3
 LAYER_SHIFT = 32
 _LOCAL_MASK = (1 << LAYER_SHIFT) - 1
+ARCHIVE_LOCAL = _LOCAL_MASK
+"""The local inode number of a layer's uncompressed tar (never a tree inode: trees have fewer than 2**32 - 1)."""
+_HIDDEN_DIRS = (ROOT_INODE, STATE_DIR_INODE, ARCHIVE_DIR_INODE)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
@@ -189,7 +196,7 @@ class Operations(pyfuse3.Operations):
     def _layer(self, inode: int) -> tuple[MountedLayer, int]:
         entry = self.table.by_slot.get(inode >> LAYER_SHIFT)
         local = inode & _LOCAL_MASK
-        if entry is None or (local and not entry.layer.tree.valid(local)):
+        if entry is None or (local and local != ARCHIVE_LOCAL and not entry.layer.tree.valid(local)):
             raise pyfuse3.FUSEError(errno.ENOENT)
         return entry, local
 
@@ -207,12 +214,16 @@ class Operations(pyfuse3.Operations):
 
     def _attrs(self, inode: int) -> pyfuse3.EntryAttributes:
         if inode == ROOT_INODE:
-            return self._synthetic_attrs(inode, stat.S_IFDIR | 0o755, DIRECTORY_SIZE, 3 + len(self.table.by_slot))
-        if inode == STATE_DIR_INODE:
+            return self._synthetic_attrs(inode, stat.S_IFDIR | 0o755, DIRECTORY_SIZE, 4 + len(self.table.by_slot))
+        if inode in (STATE_DIR_INODE, ARCHIVE_DIR_INODE):
             return self._synthetic_attrs(inode, stat.S_IFDIR | 0o500, DIRECTORY_SIZE, 2)
         entry, local = self._layer(inode)
         if local == 0:
             return self._synthetic_attrs(inode, stat.S_IFREG | 0o400, len(entry.layer.state_json()))
+        if local == ARCHIVE_LOCAL:
+            attrs = self._synthetic_attrs(inode, stat.S_IFREG | 0o400, entry.layer.spans.uncompressed_size)
+            attrs.attr_timeout = self.fuse.attr_timeout  # the archive never changes
+            return attrs
         a = entry.layer.tree.attributes(local)
         attrs = pyfuse3.EntryAttributes()
         attrs.st_ino = inode
@@ -245,7 +256,7 @@ class Operations(pyfuse3.Operations):
                 return attrs
             raise pyfuse3.FUSEError(errno.ENOENT)
         attrs = self._attrs(inode)
-        if parent_inode in (ROOT_INODE, STATE_DIR_INODE):
+        if parent_inode in _HIDDEN_DIRS:
             attrs.entry_timeout = 0  # layers come and go
         return attrs
 
@@ -253,14 +264,19 @@ class Operations(pyfuse3.Operations):
         if parent == ROOT_INODE:
             if name == STATE_DIR_NAME:
                 return STATE_DIR_INODE
+            if name == ARCHIVE_DIR_NAME:
+                return ARCHIVE_DIR_INODE
             entry = self.table.by_name.get(name)
             return (entry.slot << LAYER_SHIFT) | ROOT_INODE if entry else 0
         if parent == STATE_DIR_INODE:
             entry = self.table.state_files().get(name)
             return entry.slot << LAYER_SHIFT if entry else 0
+        if parent == ARCHIVE_DIR_INODE:
+            entry = self.table.by_name.get(name)
+            return (entry.slot << LAYER_SHIFT) | ARCHIVE_LOCAL if entry else 0
         mounted, local = self._layer(parent)
         tree = mounted.layer.tree
-        if not local or not tree.is_dir(local):
+        if not local or local == ARCHIVE_LOCAL or not tree.is_dir(local):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         child = tree.lookup(local, name)
         return (mounted.slot << LAYER_SHIFT) | child if child else 0
@@ -277,7 +293,7 @@ class Operations(pyfuse3.Operations):
         await self._arrival(inode)
         entry, local = self._layer(inode)
         tree = entry.layer.tree
-        if not local or not stat.S_ISLNK(tree.mode(local)):
+        if not local or local == ARCHIVE_LOCAL or not stat.S_ISLNK(tree.mode(local)):
             raise pyfuse3.FUSEError(errno.EINVAL)
         return tree.link_target(local)
 
@@ -314,10 +330,10 @@ class Operations(pyfuse3.Operations):
         return [key for key, _ in self._xattrs(inode)]
 
     def _xattrs(self, inode: int) -> list[tuple[bytes, bytes]]:
-        if inode in (ROOT_INODE, STATE_DIR_INODE):
+        if inode in _HIDDEN_DIRS:
             return []
         entry, local = self._layer(inode)
-        if not local:
+        if not local or local == ARCHIVE_LOCAL:
             return []
         layer = entry.layer
         found = [] if layer.disable_xattrs else layer.tree.xattrs(local)
@@ -331,9 +347,9 @@ class Operations(pyfuse3.Operations):
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         self._log("opendir", inode)
         await self._arrival(inode)
-        if inode not in (ROOT_INODE, STATE_DIR_INODE):
+        if inode not in _HIDDEN_DIRS:
             entry, local = self._layer(inode)
-            if not local or not entry.layer.tree.is_dir(local):
+            if not local or local == ARCHIVE_LOCAL or not entry.layer.tree.is_dir(local):
                 raise pyfuse3.FUSEError(errno.ENOTDIR)
         return inode
 
@@ -358,6 +374,12 @@ class Operations(pyfuse3.Operations):
                 if not pyfuse3.readdir_reply(token, name, attrs, entry.slot):
                     return
             return
+        if fh == ARCHIVE_DIR_INODE:
+            for slot in sorted(s for s in self.table.by_slot if s > start_id):
+                attrs = self._attrs((slot << LAYER_SHIFT) | ARCHIVE_LOCAL)
+                if not pyfuse3.readdir_reply(token, self.table.by_slot[slot].name, attrs, slot):
+                    return
+            return
         mounted, local = self._layer(fh)
         base = mounted.slot << LAYER_SHIFT
         start = time.monotonic()
@@ -379,9 +401,13 @@ class Operations(pyfuse3.Operations):
         await self._arrival(inode)
         if flags & _WRITE_FLAGS:
             raise pyfuse3.FUSEError(errno.EROFS)
-        if inode in (ROOT_INODE, STATE_DIR_INODE):
+        if inode in _HIDDEN_DIRS:
             raise pyfuse3.FUSEError(errno.EISDIR)
         entry, local = self._layer(inode)
+        if local == ARCHIVE_LOCAL:
+            # no page cache here: the EROFS mount over it caches each file's pages itself, and reads then
+            # arrive as the files' own (readahead included), not as readahead across the archive
+            return pyfuse3.FileInfo(fh=inode, direct_io=True)
         if local and not entry.layer.tree.is_regular(local):
             raise pyfuse3.FUSEError(errno.EISDIR if entry.layer.tree.is_dir(local) else errno.EINVAL)
         # the handle is the inode: nothing to remember, so a daemon adopting this session after a
@@ -394,7 +420,7 @@ class Operations(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         self._log("read", fh, off, size)
         await self._arrival(fh)
-        if fh in (ROOT_INODE, STATE_DIR_INODE):
+        if fh in _HIDDEN_DIRS:
             raise pyfuse3.FUSEError(errno.EISDIR)
         entry, local = self._layer(fh)
         layer = entry.layer
@@ -403,11 +429,14 @@ class Operations(pyfuse3.Operations):
         start = time.monotonic()
         requests = layer.spans.requests
         try:
-            data = await layer.reader.read(local, off, size)
+            if local == ARCHIVE_LOCAL:
+                data = await layer.reader.read_archive(off, size)
+            else:
+                data = await layer.reader.read(local, off, size)
         except SociError as exc:
             layer.record_error(exc)
-            log.warning("read of %s in layer %s failed: %s", layer.tree.path(local).decode(errors="replace"),
-                        layer.digest, exc)  # fmt: skip
+            what = "the archive" if local == ARCHIVE_LOCAL else layer.tree.path(local).decode(errors="replace")
+            log.warning("read of %s in layer %s failed: %s", what, layer.digest, exc)
             raise
         # a concurrent read of the same layer may send the request counted here: close enough for a rate
         if layer.spans.requests != requests:

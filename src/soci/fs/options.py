@@ -13,6 +13,8 @@ from typing import Final, Literal
 from soci.errors import InvalidArgument
 
 DropPolicy = Literal["newest", "oldest"]
+LayerMetadata = Literal["auto", "erofs", "fuse"]
+METADATA_CHOICES: Final = ("auto", "erofs", "fuse")
 
 IMMUTABLE_CACHE_SEC: Final = 3600
 """Kernel cache lifetime of layer metadata. Upstream's default is 1 s, but a layer never changes while mounted,
@@ -27,6 +29,13 @@ class FuseOptions:
     entry_timeout: float = IMMUTABLE_CACHE_SEC
     negative_timeout: float = IMMUTABLE_CACHE_SEC
     log_fuse_operations: bool = False
+    metadata: LayerMetadata = "auto"
+    """Who answers metadata requests of a layer: "erofs" (the kernel, from an EROFS image over the layer's tar
+    on this FUSE mount), "fuse" (this process, the FUSE tree), "auto" (EROFS when the kernel mounts it)."""
+
+    def __post_init__(self) -> None:
+        if self.metadata not in METADATA_CHOICES:
+            raise InvalidArgument(f"fuse.metadata {self.metadata!r}: want auto, erofs or fuse")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,9 @@ verifies.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import datetime
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -39,6 +41,8 @@ class FileReader:
         self._verified = bytearray(tree.inode_count + 1)
         self._verifying: dict[int, asyncio.Future[None]] = {}
         self._last_end: OrderedDict[int, int] = OrderedDict()
+        self._by_offset: tuple[array[int], array[int]] | None = None  # built on the first archive read
+        self._archive_end = 0
         self.name = name
         self.on_read: Callable[[int, int, int], None] | None = None
         """Called with ``(inode, offset, length)`` of every read (load order recording)."""
@@ -62,6 +66,44 @@ class FileReader:
             data_offset + end,
             readahead_limit=data_offset + file_size if sequential else None,
         )
+
+    async def read_archive(self, offset: int, size: int) -> bytes:
+        """Bytes of the layer's uncompressed tar (the EROFS data device): each file the range overlaps is
+        checked (its tar header, once) and reported to ``on_read`` as a read of that file."""
+        end = min(offset + size, self._spans.uncompressed_size)
+        if offset >= end:
+            return b""
+        file_end = 0
+        for ino, data_offset, lo, hi in self._files_between(offset, end):
+            if self.on_read is not None:
+                self.on_read(ino, lo - data_offset, hi - lo)
+            if self._verify and not self._verified[ino]:
+                await self.verify(ino)
+            file_end = max(file_end, data_offset + self._tree.data_range(ino)[1])
+        sequential = offset == self._archive_end
+        self._archive_end = end
+        return await self._spans.read(offset, end, readahead_limit=file_end if sequential and file_end else None)
+
+    def _files_between(self, start: int, end: int) -> list[tuple[int, int, int, int]]:
+        """``(inode, data offset, overlap start, overlap end)`` of the regular files whose data overlap."""
+        if self._by_offset is None:
+            files = sorted(
+                (self._tree.data_range(i)[0], i)
+                for i in range(1, self._tree.inode_count + 1)
+                if self._tree.is_regular(i) and self._tree.data_range(i)[1]
+            )
+            self._by_offset = (array("Q", (o for o, _ in files)), array("Q", (i for _, i in files)))
+        offsets, inodes = self._by_offset
+        found = []
+        i = max(0, bisect.bisect_right(offsets, start) - 1)
+        while i < len(offsets) and offsets[i] < end:
+            data_offset = offsets[i]
+            ino = inodes[i]
+            lo, hi = max(start, data_offset), min(end, data_offset + self._tree.data_range(ino)[1])
+            if lo < hi:
+                found.append((ino, data_offset, lo, hi))
+            i += 1
+        return found
 
     async def verify(self, ino: int) -> None:
         """Check the file's tar header once (concurrent callers share the check); DataLoss on mismatch."""

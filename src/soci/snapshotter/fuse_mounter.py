@@ -1,9 +1,11 @@
 """``FuseLayerMounter``: remote snapshots served lazily by ``soci.fs``.
 
 pyfuse3 allows one filesystem per process, so the daemon has one FUSE mount
-(``<root>/soci/fuse``) with a directory per layer; each remote snapshot's ``fs`` directory is a
-read-only bind mount of its layer's directory. Every system call on those paths runs in a worker
-thread: the FUSE requests it causes are answered by this same event loop.
+(``<root>/soci/fuse``) with a directory per layer. Each remote snapshot's ``fs`` directory is either an EROFS
+mount of an image of the layer's tree whose data device is the layer's uncompressed tar on that FUSE mount
+(``[fuse] metadata``: the kernel answers every metadata request, and only file data reach this process), or
+a read-only bind mount of the layer's directory (this process answers everything). Every system call on
+those paths runs in a worker thread: the FUSE requests it causes are answered by this same event loop.
 
 The daemon builds it with ``soci.daemon.mounters.fuse`` (``SOCI_SNAPSHOTTER_LAYER_MOUNTER=soci.daemon.mounters:fuse``).
 """
@@ -17,11 +19,13 @@ from pathlib import Path
 
 from soci.errors import SociError, Unavailable
 from soci.formats.soci_index import PrefetchSpan, parse_prefetch
+from soci.fs import erofs
 from soci.fs import metrics as fm
 from soci.fs.background import BackgroundFetcher
 from soci.fs.blob import BlobReader
 from soci.fs.layer import Layer, LayerRequest, LayerResolver
 from soci.fs.mount import LazyMount
+from soci.fs.ops import ARCHIVE_DIR_NAME
 from soci.fs.options import FsOptions
 from soci.fs.session import default_keeper, read_record
 from soci.loadorder.service import LoadOrderOptions, LoadOrderService, MountedImage
@@ -51,6 +55,8 @@ class FuseLayerMounter:
         self._resolver = LayerResolver(root, self.options, background=self._background)
         self.load_order = LoadOrderService(root, load_order, background=self._background)
         self._served: dict[Path, tuple[str, Layer]] = {}
+        self._erofs_dir = root / "soci" / "erofs"
+        self._use_erofs: bool | None = None  # decided at the first mount
         self._start_lock = asyncio.Lock()
         self._metrics: fm.FsMetrics = fm.NullFsMetrics()
 
@@ -106,7 +112,10 @@ class FuseLayerMounter:
         try:
             source = self._lazy.add_layer(name, opened, slot=slot)
             try:
-                await asyncio.to_thread(system.bind_mount, source, mountpoint, read_only=True)
+                if await self._erofs_wanted():
+                    await self._mount_erofs(name, opened, source, mountpoint)
+                else:
+                    await asyncio.to_thread(system.bind_mount, source, mountpoint, read_only=True)
             except BaseException:
                 self._lazy.remove_layer(name)
                 raise
@@ -129,6 +138,52 @@ class FuseLayerMounter:
                 last_lazy_layer=_last_lazy_layer(layer),
             ),
         )
+
+    async def _erofs_wanted(self) -> bool:
+        if self._use_erofs is None:
+            mode = self.options.fuse.metadata
+            if mode == "auto":
+                self._use_erofs = await asyncio.to_thread(erofs.kernel_supports_file_backed)
+                served_by = "EROFS" if self._use_erofs else "the FUSE tree (this kernel has no file-backed EROFS)"
+                log.info("layer metadata served by %s", served_by)
+            else:
+                self._use_erofs = mode == "erofs"
+        return self._use_erofs
+
+    async def _mount_erofs(self, name: str, layer: Layer, source: Path, mountpoint: Path) -> None:
+        """Mount the layer's EROFS image at ``mountpoint``, its data device ``.soci-archives/<name>``.
+
+        The image file is removed once mounted (the mount holds it open), so a crash leaves none behind. A
+        layer the image cannot describe (an xattr name EROFS has no prefix for) gets the FUSE tree instead,
+        with a warning.
+        """
+        start = time.monotonic()
+        try:
+            image = await asyncio.to_thread(
+                erofs.image_for_tree,
+                layer.tree,
+                layer.spans.uncompressed_size,
+                opaque_xattr=layer.opaque_xattr,
+                xattrs=not layer.disable_xattrs,
+            )
+        except SociError as exc:
+            log.warning("layer %s is served by the FUSE tree: no EROFS image: %s", layer.digest, exc)
+            await asyncio.to_thread(system.bind_mount, source, mountpoint, read_only=True)
+            return
+        path = self._erofs_dir / f"{name}.erofs"
+        device = self._lazy.mountpoint / ARCHIVE_DIR_NAME.decode() / name
+
+        def mount() -> None:
+            self._erofs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            erofs.write_image(path, image)
+            try:
+                erofs.mount_image(path, device, mountpoint)
+            finally:
+                path.unlink(missing_ok=True)
+
+        await asyncio.to_thread(mount)
+        seconds = time.monotonic() - start
+        log.debug("layer %s: EROFS image of %d bytes mounted in %.3fs", layer.digest, len(image), seconds)
 
     async def check(self, mountpoint: Path) -> None:
         served = self._served.get(mountpoint)
