@@ -150,3 +150,9 @@ def test_missing_file(tmp_path: Path) -> None:
 )
 def test_chunk_size_grammar(text: str, size: int) -> None:
     assert parse_size(text) == size
+
+
+def test_directory_cache_size_limit() -> None:
+    assert parse_config("[directory_cache]\nmax_size_bytes = 1048576\n").directory_cache.max_size_bytes == 1 << 20
+    with pytest.raises(InvalidArgument, match=r"\[directory_cache\] max_size_bytes must be >= 0"):
+        parse_config("[directory_cache]\nmax_size_bytes = -1\n", "test.toml")

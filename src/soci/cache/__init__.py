@@ -9,6 +9,11 @@ from soci.cache.base import CacheWriter as CacheWriter
 from soci.cache.base import SpanCache as SpanCache
 from soci.cache.base import check_key as check_key
 from soci.cache.directory import DirectorySpanCache as DirectorySpanCache
+from soci.cache.fallback import FallbackNotice as FallbackNotice
+from soci.cache.fallback import FallbackSpanCache as FallbackSpanCache
 from soci.cache.memory import MemorySpanCache as MemorySpanCache
 
-__all__ = ["CacheStatistics", "CacheWriter", "DirectorySpanCache", "MemorySpanCache", "SpanCache", "check_key"]
+__all__ = [
+    "CacheStatistics", "CacheWriter", "DirectorySpanCache", "FallbackNotice", "FallbackSpanCache", "MemorySpanCache",
+    "SpanCache", "check_key",
+]  # fmt: skip

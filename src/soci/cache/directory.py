@@ -3,7 +3,8 @@
 A writer fills a hidden temporary file next to the final one and renames it into place on commit, so
 readers (and a later process reusing the directory) only ever see complete entries. Temporary files
 left behind by a crash are removed when the directory is opened. Reads use ``pread`` through a small
-LRU of open descriptors (upstream's ``max_cache_fds``).
+LRU of open descriptors (upstream's ``max_cache_fds``). With a ``CacheBudget`` (shared by all layers'
+caches under one root) entries count toward one size limit and the least recently used are evicted.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from soci.cache.base import CacheStatistics, check_key
+from soci.cache.budget import CacheBudget
 from soci.errors import InvalidArgument
 
 _TMP_PREFIX = ".tmp-"
@@ -80,9 +82,13 @@ class DirectorySpanCache:
         directory: created (mode 0700) if missing.
         max_open_files: descriptors kept open for reads.
         fsync: flush each entry to disk before it becomes visible.
+        budget: the size limit this directory shares with its siblings (``directory`` must be a child of
+            ``budget.root``); None: unlimited.
     """
 
-    def __init__(self, directory: Path, *, max_open_files: int = 10, fsync: bool = False) -> None:
+    def __init__(
+        self, directory: Path, *, max_open_files: int = 10, fsync: bool = False, budget: CacheBudget | None = None
+    ) -> None:
         if max_open_files <= 0:
             raise InvalidArgument(f"directory span cache: max_open_files {max_open_files} must be positive")
         self.directory = Path(directory)
@@ -95,10 +101,15 @@ class DirectorySpanCache:
         self._hits = self._misses = self._commits = self._evictions = 0
         for entry in os.scandir(self.directory):
             if entry.name.startswith(_TMP_PREFIX):
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):  # a read-only directory still serves its entries
                     os.unlink(entry.path)
             elif entry.is_file(follow_symlinks=False):
                 self._sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
+        self._budget = budget
+        if budget is not None:
+            if self.directory.parent != budget.root:
+                raise InvalidArgument(f"span cache {self.directory} is not directly under {budget.root}")
+            budget.attach(self.directory.name, self, dict(self._sizes))
 
     def _acquire(self, key: str) -> _Handle | None:
         """A pinned open descriptor for ``key``; None when there is no such entry. Release with _release."""
@@ -144,7 +155,7 @@ class DirectorySpanCache:
         except FileNotFoundError:
             self._count(hit=False)
             return None
-        self._count(hit=True)
+        self._count(hit=True, key=key)
         return data
 
     def read(self, key: str, offset: int, length: int) -> bytes | None:
@@ -158,7 +169,7 @@ class DirectorySpanCache:
             data = os.pread(handle.fd, length, offset)
         finally:
             self._release(handle)
-        self._count(hit=True)
+        self._count(hit=True, key=key)
         return data
 
     def contains(self, key: str) -> bool:
@@ -199,6 +210,8 @@ class DirectorySpanCache:
             handle = self._fds.pop(key, None)  # a descriptor of a replaced file would read the old content
             if handle is not None:
                 self._retire(handle)
+        if self._budget is not None:
+            self._budget.added(self.directory.name, key, size)
 
     def remove(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -209,13 +222,32 @@ class DirectorySpanCache:
             handle = self._fds.pop(key, None)
             if handle is not None:
                 self._retire(handle)
+        if self._budget is not None:
+            self._budget.removed(self.directory.name, key)
 
-    def _count(self, *, hit: bool) -> None:
+    def _count(self, *, hit: bool, key: str = "") -> None:
         with self._lock:
             if hit:
                 self._hits += 1
             else:
                 self._misses += 1
+        if hit and self._budget is not None:
+            self._budget.used(self.directory.name, key)
+
+    def _evict(self, key: str) -> bool:
+        """Delete ``key`` for the budget (which holds its own lock); False while a reader holds it open."""
+        with self._lock:
+            handle = self._fds.get(key)
+            if handle is not None:
+                if handle.users:
+                    return False
+                del self._fds[key]
+                self._retire(handle)
+            with contextlib.suppress(OSError):  # read-only: the entry is forgotten, the budget goes on
+                os.unlink(self.directory / key)
+            if self._sizes.pop(key, None) is not None:
+                self._evictions += 1
+            return True
 
     def statistics(self) -> CacheStatistics:
         with self._lock:
@@ -228,3 +260,5 @@ class DirectorySpanCache:
             handles, self._fds = list(self._fds.values()), OrderedDict()
             for handle in handles:
                 self._retire(handle)
+        if self._budget is not None:
+            self._budget.detach(self.directory.name, self)

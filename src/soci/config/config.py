@@ -62,6 +62,7 @@ class DirectoryCacheConfig:
     max_cache_fds: int = 0
     sync_add: bool = False
     direct: bool = True
+    max_size_bytes: int = 0  # not upstream's (it has no limit): the whole spancache; 0 means 10 GiB
 
 
 @dataclass
@@ -286,6 +287,9 @@ def normalize(config: Config, where: str = "config") -> Config:
         config.max_concurrency = 0  # unlimited
     if config.prefetch.max_concurrency < 0:
         config.prefetch.max_concurrency = 0
+    if config.directory_cache.max_size_bytes < 0:
+        raise InvalidArgument(f"{where}: [directory_cache] max_size_bytes must be >= 0 (0: 10 GiB), "
+                              f"not {config.directory_cache.max_size_bytes}")  # fmt: skip
     fuse = config.fuse
     fuse.attr_timeout = fuse.attr_timeout or IMMUTABLE_CACHE_SEC
     fuse.entry_timeout = fuse.entry_timeout or IMMUTABLE_CACHE_SEC

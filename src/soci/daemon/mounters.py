@@ -55,6 +55,7 @@ def fs_options(config: Config) -> FsOptions:
             max_cache_fds=config.directory_cache.max_cache_fds or 10,
             sync_add=config.directory_cache.sync_add,
             direct=config.directory_cache.direct,
+            max_size_bytes=config.directory_cache.max_size_bytes,
         ),
         prefetch=PrefetchOptions(enable=config.prefetch.enable, max_concurrency=config.prefetch.max_concurrency),
         filesystem_cache_type=config.filesystem_cache_type,

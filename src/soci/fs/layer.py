@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from soci.cache import DirectorySpanCache, MemorySpanCache, SpanCache
+from soci.cache import DirectorySpanCache, FallbackNotice, FallbackSpanCache, MemorySpanCache, SpanCache
+from soci.cache.budget import CacheBudget, effective_limit
 from soci.errors import DataLoss, FormatError, SociError
 from soci.formats.digest import digest_hex, parse_digest
 from soci.formats.soci_index import PrefetchSpan
@@ -138,6 +139,13 @@ class LayerResolver:
         self._layers: dict[tuple[str, str], tuple[Layer, int]] = {}
         self._opening: dict[tuple[str, str], asyncio.Future[Layer]] = {}
         self.metrics: fm.FsMetrics = fm.NullFsMetrics()
+        self.budget: CacheBudget | None = None
+        if self.options.filesystem_cache_type != "memory":
+            spancache = self.root / SPANCACHE_DIR
+            # one limit for all layers' caches; counts (and trims) what earlier runs left
+            limit = effective_limit(spancache, self.options.directory_cache.max_size_bytes)
+            self.budget = CacheBudget(spancache, limit)
+        self._fallback = FallbackNotice()
 
     async def acquire(self, request: LayerRequest) -> Layer:
         """The open layer for ``request`` (opening it if needed); pair with ``release``."""
@@ -239,11 +247,19 @@ class LayerResolver:
 
     def _cache(self, ztoc_hex: str) -> SpanCache:
         if self.options.filesystem_cache_type == "memory":
-            return MemorySpanCache(max(1, self.options.directory_cache.max_lru_cache_entry) * 16, _MEMORY_CACHE_BYTES)
-        return DirectorySpanCache(
-            self.root / SPANCACHE_DIR / ztoc_hex,
-            max_open_files=max(1, self.options.directory_cache.max_cache_fds),
+            return self._memory_cache()
+        directory = self.root / SPANCACHE_DIR / ztoc_hex
+        return FallbackSpanCache(
+            directory,
+            lambda: DirectorySpanCache(
+                directory, max_open_files=max(1, self.options.directory_cache.max_cache_fds), budget=self.budget
+            ),
+            self._memory_cache(),
+            self._fallback,
         )
+
+    def _memory_cache(self) -> MemorySpanCache:
+        return MemorySpanCache(max(1, self.options.directory_cache.max_lru_cache_entry) * 16, _MEMORY_CACHE_BYTES)
 
     async def _check_gzip_header(self, request: LayerRequest, cache: SpanCache, length: int) -> None:
         """The bytes before the first span must be a gzip header (cached, so a later mount needs no request)."""

@@ -80,6 +80,7 @@ class DirectoryCacheOptions:
     max_cache_fds: int = 10
     sync_add: bool = False
     direct: bool = True
+    max_size_bytes: int = 0  # the whole spancache directory; 0: soci.cache.budget.DEFAULT_MAX_SIZE_BYTES
 
 
 @dataclass(frozen=True, slots=True)

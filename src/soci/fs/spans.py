@@ -151,6 +151,34 @@ def check_span_table(zinfo: GzipZinfo | TarZinfo, span_digests: Sequence[str], m
         and 0 <= zinfo.start_uncompressed_offset(last) <= uncompressed_size
     ):
         raise FormatError(f"checkpoints: span {last} starts beyond the archive sizes the zTOC gives")
+    if compressed_size < 0 or uncompressed_size < 0:
+        raise FormatError(f"zTOC archive sizes are negative: compressed {compressed_size}, "
+                          f"uncompressed {uncompressed_size}")  # fmt: skip
+    if isinstance(zinfo, TarZinfo) and uncompressed_size > compressed_size:
+        raise FormatError(f"uncompressed layer: zTOC gives {uncompressed_size} bytes uncompressed but only "
+                          f"{compressed_size} in the blob")  # fmt: skip
+    # a read allocates (and inflates) one whole span: each must be within what its compressed bytes can hold
+    # and near the span size the zTOC was built with, so a lying archive size cannot make reads allocate gigabytes
+    for i in range(count):
+        clen = zinfo.end_compressed_offset(i, compressed_size) - zinfo.start_compressed_offset(i)
+        ulen = zinfo.end_uncompressed_offset(i, uncompressed_size) - zinfo.start_uncompressed_offset(i)
+        bound = span_bound(zinfo, clen)
+        if ulen > bound:
+            raise FormatError(f"span {i}: zTOC gives {ulen} uncompressed bytes for {clen} compressed (at most "
+                              f"{bound} possible): archive size {uncompressed_size} is not believable")  # fmt: skip
+
+
+MAX_DEFLATE_RATIO: Final = 1032
+"""DEFLATE's largest expansion (a 258-byte match in about two bits)."""
+SPAN_SLACK_BYTES: Final = 64 << 20
+"""A span ends at the first deflate block boundary after ``span_size``; blocks of any encoder stay far below this."""
+
+
+def span_bound(zinfo: GzipZinfo | TarZinfo, compressed_length: int) -> int:
+    """The most uncompressed bytes a span of ``compressed_length`` bytes may claim."""
+    if isinstance(zinfo, TarZinfo):
+        return compressed_length
+    return min(compressed_length * MAX_DEFLATE_RATIO + 1024, max(zinfo.span_size, 0) + SPAN_SLACK_BYTES)
 
 
 class SpanManager:

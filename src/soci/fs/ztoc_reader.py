@@ -99,7 +99,7 @@ class _Loader(TableReader):
             tables = [tables[i] for i in order]
         builder = TreeBuilder()
         for table in tables:
-            self.add_entry(builder, table)
+            self.add_entry(builder, table, uncompressed_size)
         info_record = ZtocInfo(
             compressed_size, uncompressed_size, algorithm, max_span_id, tuple(digests), checkpoints, count,
             version, build_tool,
@@ -110,10 +110,16 @@ class _Loader(TableReader):
         f = self.fields(table, 14)
         return _i64(self.buf, table + f[2])[0] if f[2] else 0
 
-    def add_entry(self, builder: TreeBuilder, table: int) -> None:
+    def add_entry(self, builder: TreeBuilder, table: int, archive_size: int) -> None:
         buf = self.buf
         size = self.size
         f = self.fields(table, 14)
+        offset = _i64(buf, table + f[2])[0] if f[2] else 0
+        length = _i64(buf, table + f[3])[0] if f[3] else 0
+        if offset < 0 or length < 0 or offset + length > archive_size:
+            name = self.string(table, f[0]) if f[0] else b""
+            raise FormatError(f"zTOC entry {name.decode('utf-8', 'replace')!r}: data at {offset}, {length} bytes, "
+                              f"is not inside the {archive_size}-byte archive")  # fmt: skip
         strings = []
         for field in (f[0], f[1], f[4], f[10]):  # name, type, linkname, mod_time: inlined string reads
             if field:
@@ -137,8 +143,8 @@ class _Loader(TableReader):
         builder.add(
             strings[0],
             strings[1],
-            _i64(buf, table + f[2])[0] if f[2] else 0,
-            _i64(buf, table + f[3])[0] if f[3] else 0,
+            offset,
+            length,
             strings[2],
             _i64(buf, table + f[5])[0] if f[5] else 0,
             _u32(buf, table + f[6])[0] if f[6] else 0,
