@@ -408,6 +408,7 @@ async def test_registry_outage_at_restart_defers_remote_snapshots(
                 await asyncio.sleep(0.02)
             assert not system.is_mountpoint(mounted)
             outage.times = 0  # the registry answers again
-            while not system.is_mountpoint(mounted):
+            # the test mounter mounts its tmpfs first and fills it after: wait for the whole layer, not the mount
+            while not (system.is_mountpoint(mounted) and _names(mounted) == _tar_names(image.layers[0])):
                 await asyncio.sleep(0.02)
         assert _names(mounted) == _tar_names(image.layers[0])
