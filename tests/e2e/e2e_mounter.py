@@ -52,7 +52,7 @@ class UnpackingMounter:
         except OSError as exc:
             raise Unavailable(f"{mountpoint} cannot be read: {exc.strerror}") from exc
 
-    async def unmount(self, mountpoint: Path) -> None:
+    async def unmount(self, mountpoint: Path, *, discard: bool = False) -> None:
         await asyncio.to_thread(system.unmount_all, mountpoint)
         (mountpoint.parent / MARKER).unlink(missing_ok=True)
 

@@ -18,6 +18,7 @@ from e2e_stack import (
     needs_stack,
     scrape_metrics,
     stack_running,
+    wait_until,
 )
 
 from soci.containerd.pull import MODE_LAZY, chain_ids
@@ -98,3 +99,16 @@ def test_restart_repairs_dead_fuse_mounts(stack: Stack, lazy_image: BuiltImage) 
     assert system.mountpoints_under(stack.daemon.root) == []  # SIGINT: nothing left mounted, FUSE included
     stack.restart_daemon()
     assert stack.run(lazy_image.ref, "/bin/sh", "-c", SCRIPT) == EXPECTED_OUTPUT
+
+
+def test_image_removal_deletes_its_span_caches(stack: Stack, tmp_path: Path) -> None:
+    """``ctr images rm`` -> GC removes the snapshots -> the lazy layers' span caches are deleted."""
+    image = convert(tmp_path / "soci", push_image(stack.registry, tmp_path, "fuse/gone", "v1", seed=309), "v1-soci")
+    spancache = stack.daemon.root / "soci" / "spancache"
+    before = set(spancache.iterdir()) if spancache.exists() else set()
+    output = stack.rpull(image.ref, namespace="gc-spans")
+    assert layer_modes(output) == [MODE_LAZY] * 3, output
+    ours = set(spancache.iterdir()) - before  # each mounted layer cached at least its gzip header
+    assert len(ours) == 3, ours
+    stack.containerd.ctr("-n", "gc-spans", "images", "rm", "--sync", image.ref)
+    assert wait_until(lambda: not any(p.exists() for p in ours)), [p for p in ours if p.exists()]

@@ -119,3 +119,27 @@ async def test_reading_twice_the_limit_stays_within_it(
     restarted = LayerResolver(tmp_path, lower, executor=executor)
     assert disk_bytes(root) <= LIMIT // 4
     await restarted.aclose()
+
+
+async def test_discarding_the_last_holder_deletes_the_layers_spans(
+    layer: tuple[BuiltLayer, dict[str, bytes]], tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    built, files = layer
+    resolver = LayerResolver(tmp_path, executor=executor)
+    root = tmp_path / SPANCACHE_DIR
+    request = LayerRequest(built.digest, built.ztoc_digest, built.ztoc_bytes, MemoryBlob(built.blob))
+    first = await resolver.acquire(request)
+    second = await resolver.acquire(request)
+    ino = first.tree.resolve(b"data/f0")
+    assert await first.reader.read(ino, 0, 10) == files["data/f0"][:10]
+    await first.spans.wait_idle()
+    assert disk_bytes(root) > 0
+    await resolver.release(second, discard=True)  # another mount still uses the layer: kept
+    assert disk_bytes(root) > 0
+    await resolver.release(first)  # closed but not removed (a daemon stopping, a remount): kept
+    assert disk_bytes(root) > 0
+    again = await resolver.acquire(request)
+    await resolver.release(again, discard=True)
+    assert disk_bytes(root) == 0 and list(root.iterdir()) == []
+    assert resolver.budget is not None and resolver.budget.total_bytes == 0
+    await resolver.aclose()

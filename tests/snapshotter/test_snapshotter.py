@@ -69,7 +69,7 @@ class FailingMounter:
     async def check(self, mountpoint: Path) -> None:
         raise Unavailable("never mounted")
 
-    async def unmount(self, mountpoint: Path) -> None:
+    async def unmount(self, mountpoint: Path, *, discard: bool = False) -> None:
         return None
 
 

@@ -105,6 +105,12 @@ class CacheBudget:
         with self._lock:
             self._total -= self._entries.pop((name, key), 0)
 
+    def forget(self, name: str) -> None:
+        """``<root>/<name>`` was deleted as a whole."""
+        with self._lock:
+            for entry in [e for e in self._entries if e[0] == name]:
+                self._total -= self._entries.pop(entry)
+
     def _trim(self) -> None:
         """Evict least recently used entries until under the limit (caller holds the lock)."""
         if self._total <= self.max_size_bytes:

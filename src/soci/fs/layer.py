@@ -14,6 +14,7 @@ import asyncio
 import ctypes
 import json
 import logging
+import shutil
 import struct
 import zlib
 from collections.abc import Sequence
@@ -173,7 +174,9 @@ class LayerResolver:
         future.set_result(layer)
         return layer
 
-    async def release(self, layer: Layer) -> None:
+    async def release(self, layer: Layer, *, discard: bool = False) -> None:
+        """Drop one holder; the last one closes the layer. ``discard``: then also delete its span cache
+        (its snapshot was removed; a later mount of the layer fetches the spans again)."""
         key = (layer.digest, layer.ztoc_digest)
         held = self._layers.get(key)
         if held is None or held[0] is not layer:
@@ -185,6 +188,24 @@ class LayerResolver:
         if self._background is not None:
             self._background.remove(layer.spans)
         await layer.aclose()
+        if discard:
+            await self._discard_cache(layer.ztoc_digest)
+
+    async def _discard_cache(self, ztoc_digest: str) -> None:
+        """Delete the span cache of a zTOC no open or opening layer uses (the directory is per zTOC)."""
+        if any(z == ztoc_digest for _, z in (*self._layers, *self._opening)):
+            return
+        ztoc_hex = digest_hex(ztoc_digest)
+        directory = self.root / SPANCACHE_DIR / ztoc_hex
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, shutil.rmtree, directory)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # read-only or otherwise: eviction reclaims it later
+            log.warning("cannot delete span cache %s of a removed layer: %s", directory, exc)
+        if self.budget is not None:
+            self.budget.forget(ztoc_hex)
+        log.info("span cache %s of a removed layer deleted", directory)
 
     async def aclose(self) -> None:
         layers = [layer for layer, _ in self._layers.values()]

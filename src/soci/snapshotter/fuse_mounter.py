@@ -193,14 +193,14 @@ class FuseLayerMounter:
         if opened.error:
             raise Unavailable(f"layer {opened.digest} failed: {opened.error}")
 
-    async def unmount(self, mountpoint: Path) -> None:
+    async def unmount(self, mountpoint: Path, *, discard: bool = False) -> None:
         await asyncio.to_thread(system.unmount_all, mountpoint)
         served = self._served.pop(mountpoint, None)
         if served is None:
             return
         name, opened = served
         self._lazy.remove_layer(name)
-        await self._resolver.release(opened)
+        await self._resolver.release(opened, discard=discard)
 
     async def restored(self) -> None:
         """The snapshotter has mounted every remote snapshot it could again (the daemon's start).

@@ -66,8 +66,11 @@ class RemoteFS(Protocol):
     async def check(self, mountpoint: Path, source: LayerSource) -> None:
         """Raise (Unavailable, ...) unless the mount at ``mountpoint`` can still serve its layer."""
 
-    async def unmount(self, mountpoint: Path) -> None:
-        """Unmount ``mountpoint``; not an error if nothing is mounted there."""
+    async def unmount(self, mountpoint: Path, *, discard: bool = False) -> None:
+        """Unmount ``mountpoint``; not an error if nothing is mounted there.
+
+        ``discard``: the snapshot is being removed: once no mount uses the layer any more, its cached spans go.
+        """
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +106,7 @@ class LayerMounter(Protocol):
 
     async def mount(self, mountpoint: Path, layer: RemoteLayer) -> None: ...
     async def check(self, mountpoint: Path) -> None: ...
-    async def unmount(self, mountpoint: Path) -> None: ...
+    async def unmount(self, mountpoint: Path, *, discard: bool = False) -> None: ...
 
 
 class UnavailableMounter:
@@ -119,7 +122,7 @@ class UnavailableMounter:
     async def check(self, mountpoint: Path) -> None:
         raise Unavailable(self.reason)
 
-    async def unmount(self, mountpoint: Path) -> None:
+    async def unmount(self, mountpoint: Path, *, discard: bool = False) -> None:
         return None
 
 
@@ -267,8 +270,8 @@ class SociRemoteFS:
     async def check(self, mountpoint: Path, source: LayerSource) -> None:
         await self._mounter.check(mountpoint)
 
-    async def unmount(self, mountpoint: Path) -> None:
-        await self._mounter.unmount(mountpoint)
+    async def unmount(self, mountpoint: Path, *, discard: bool = False) -> None:
+        await self._mounter.unmount(mountpoint, discard=discard)
 
     async def _context(self, source: LayerSource) -> _ImageContext:
         # per repository: the same manifest pulled from another repository (or registry) reads its blobs and

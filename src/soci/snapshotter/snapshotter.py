@@ -487,7 +487,7 @@ class Snapshotter:
             upper = directory / "fs"
             if system.mountpoints_under(upper):
                 try:
-                    await self._remote.unmount(upper)
+                    await self._remote.unmount(upper, discard=True)  # the snapshot is gone: so may its spans
                 except (SociError, OSError) as exc:
                     log.debug("unmount of %s by the remote filesystem failed: %s", upper, exc)
             await asyncio.to_thread(system.remove_tree, directory)
