@@ -18,7 +18,7 @@ from pathlib import Path
 
 from soci.errors import FormatError, Unavailable
 from soci.formats import erofs
-from soci.fs.tree import ROOT_INODE, LayerTree
+from soci.fs.tree import ROOT_INODE, LayerTree, build_tree
 from soci.store.content import atomic_write
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -87,8 +87,6 @@ def mount_image(image: Path, device: Path, target: Path) -> None:
 
 def kernel_supports_file_backed() -> bool:
     """Whether this kernel mounts an EROFS image file with a data device file (checked with a tiny image)."""
-    from soci.fs.tree import build_tree
-
     with tempfile.TemporaryDirectory(prefix="soci-erofs-probe-") as work:
         root = Path(work)
         data = root / "data"

@@ -203,9 +203,10 @@ class LayerResolver:
             pass
         except OSError as exc:  # read-only or otherwise: eviction reclaims it later
             log.warning("cannot delete span cache %s of a removed layer: %s", directory, exc)
+        else:
+            log.info("span cache %s of a removed layer deleted", directory)
         if self.budget is not None:
             self.budget.forget(ztoc_hex)
-        log.info("span cache %s of a removed layer deleted", directory)
 
     async def aclose(self) -> None:
         layers = [layer for layer, _ in self._layers.values()]
