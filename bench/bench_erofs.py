@@ -28,10 +28,10 @@ from pathlib import Path
 
 from bench_fs import REPO, BuiltBlob, MiB, Served, build, dd, drop_caches, make_big_file_layer, make_many_entries_layer
 
+from soci import system
 from soci.fs import erofs
 from soci.fs.layer import Layer
 from soci.fs.ops import ARCHIVE_DIR_NAME
-from soci.snapshotter import system
 from soci.testing.registry_server import RegistryServer
 
 _WALKER = r"""

@@ -12,10 +12,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from soci import system
 from soci.config import Config
 from soci.errors import Unavailable
 from soci.fs.unpack import apply_layer_file
-from soci.snapshotter import system
 from soci.snapshotter.remote import RemoteLayer
 
 MARKER = ".e2e-mounter"

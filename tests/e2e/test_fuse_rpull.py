@@ -21,9 +21,9 @@ from e2e_stack import (
     wait_until,
 )
 
+from soci import system
 from soci.containerd.pull import MODE_LAZY, chain_ids
 from soci.formats.digest import sha256_digest
-from soci.snapshotter import system
 from soci.testing.registry_server import RegistryServer
 
 pytestmark = [*needs_stack, pytest.mark.fuse, pytest.mark.slow]

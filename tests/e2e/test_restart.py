@@ -21,8 +21,8 @@ import pytest
 from e2e_images import EXPECTED_OUTPUT, SCRIPT, BuiltImage, convert, push_image
 from e2e_stack import FUSE_MOUNTER, HERE, Stack, needs_stack, stack_running, wait_until
 
+from soci import system
 from soci.fs.session import HolderStore, default_keeper
-from soci.snapshotter import system
 from soci.testing.registry_server import RegistryServer
 
 pytestmark = [*needs_stack, pytest.mark.slow]

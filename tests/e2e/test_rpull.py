@@ -16,8 +16,8 @@ from e2e_images import EXPECTED_OUTPUT, SCRIPT, BuiltImage, convert, create_and_
 from e2e_mounter import MARKER
 from e2e_stack import Stack, layer_modes, mounted_view, needs_stack, stack_running, wait_until
 
+from soci import system
 from soci.containerd.pull import MODE_LAZY, MODE_PULLED, MODE_SNAPSHOTTER_UNPACKED
-from soci.snapshotter import system
 from soci.testing.registry_server import RegistryServer
 
 pytestmark = [*needs_stack, pytest.mark.slow]

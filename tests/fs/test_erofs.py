@@ -21,12 +21,12 @@ import pytest
 from fs_compare import described_paths, differences, extract, hard_link_groups, overlay_described, snapshot
 from fs_layers import TarWriter, build_from_blob, build_layer, every_entry_type_tar, upper_layer_tar
 
+from soci import system
 from soci.errors import FormatError
 from soci.formats import erofs
 from soci.formats.ztoc import FileMetadata
 from soci.fs.erofs import image_for_tree, kernel_supports_file_backed, mount_image, write_image
 from soci.fs.tree import build_tree
-from soci.snapshotter import system
 
 pytestmark = [
     pytest.mark.root,

@@ -25,7 +25,7 @@ from soci.formats import soci_index as si
 from soci.formats.digest import sha256_digest
 from soci.formats.oci import INDEX_MEDIA_TYPES, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST
 from soci.registry.client import encode_index, referrers_tag
-from soci.snapshotter import system
+from soci import system
 from soci.testing.registry_server import RegistryServer
 
 REPO = Path(__file__).resolve().parents[2]

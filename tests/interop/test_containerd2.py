@@ -23,7 +23,7 @@ from interop_stack import Containerd2Server, build_tools, check_run_and_rootfs, 
 
 from soci.containerd.pull import MODE_LAZY
 from soci.daemon.testing import SnapshotterProcess
-from soci.snapshotter import system
+from soci import system
 from soci.testing.registry_server import RegistryServer
 
 pytestmark = [*needs_stack, pytest.mark.fuse, pytest.mark.golang, pytest.mark.slow]

@@ -32,7 +32,7 @@ from interop_stack import (
 )
 
 from soci.containerd.pull import MODE_LAZY
-from soci.snapshotter import system
+from soci import system
 from soci.testing.images import write_oci_layout
 from soci.testing.registry_server import RegistryServer
 

@@ -21,13 +21,13 @@ from click.testing import CliRunner
 from e2e_mounter import UnpackingMounter
 from snapshotter_stack import needs_root
 
+from soci import system
 from soci.cli.main import cli
 from soci.errors import AlreadyExists, NotFound, Unavailable
 from soci.formats.digest import sha256_digest
 from soci.registry import RegistryClient, TransportOptions, parse_reference
 from soci.snapshotter import labels as lb
 from soci.snapshotter import metrics as m
-from soci.snapshotter import system
 from soci.snapshotter.local import LocalUnpacker
 from soci.snapshotter.metastore import Kind, SqliteMetaStore
 from soci.snapshotter.remote import LayerMounter, RemoteLayer, SociRemoteFS

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from soci import system
 from soci.config import Config
 from soci.fs.options import (
     BackgroundFetchOptions,
@@ -16,7 +17,6 @@ from soci.fs.options import (
 )
 from soci.loadorder.select import Rule
 from soci.loadorder.service import LoadOrderOptions
-from soci.snapshotter import system
 from soci.snapshotter.fuse_mounter import FuseLayerMounter
 from soci.snapshotter.remote import LayerMounter, UnavailableMounter
 

@@ -24,7 +24,7 @@ from typing import Any, Final
 import grpc
 from prometheus_client import CollectorRegistry
 
-from soci import __version__
+from soci import __version__, system
 from soci.config.config import Config, ignored_settings
 from soci.cri.keychain import CriKeychain
 from soci.cri.proxy import ImageServiceProxy
@@ -33,7 +33,6 @@ from soci.daemon.metrics import MetricsServer, SnapshotterMetrics, new_registry
 from soci.errors import FailedPrecondition, InvalidArgument
 from soci.fs.mount import clean_dead_mounts
 from soci.registry import TransportOptions
-from soci.snapshotter import system
 from soci.snapshotter.local import LocalUnpacker
 from soci.snapshotter.metastore import SqliteMetaStore
 from soci.snapshotter.metrics import MetricsSink, NullMetrics

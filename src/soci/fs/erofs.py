@@ -8,21 +8,17 @@ reads go to the tar file, which the lazy filesystem serves from verified spans.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from soci import system
 from soci.errors import FormatError, Unavailable
 from soci.formats import erofs
 from soci.fs.tree import ROOT_INODE, LayerTree, build_tree
 from soci.store.content import atomic_write
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_MS_RDONLY = 1
 
 
 class _TreeSource:
@@ -79,10 +75,10 @@ def mount_image(image: Path, device: Path, target: Path) -> None:
     """
     if b"," in os.fsencode(device):
         raise FormatError(f"EROFS data device path {device} contains a comma (mount options are comma separated)")
-    options = b"device=" + os.fsencode(device)
-    if _libc.mount(os.fsencode(image), os.fsencode(target), b"erofs", _MS_RDONLY, options) != 0:
-        err = ctypes.get_errno()
-        raise Unavailable(f"mount erofs {image} at {target}: {os.strerror(err)}")
+    try:
+        system.mount(image, target, "erofs", b"device=" + os.fsencode(device), system.MS_RDONLY)
+    except OSError as exc:
+        raise Unavailable(f"mount erofs {image} at {target}: {exc.strerror}") from None
 
 
 def kernel_supports_file_backed() -> bool:
@@ -99,5 +95,5 @@ def kernel_supports_file_backed() -> bool:
             mount_image(image, data, target)
         except Unavailable:
             return False
-        _libc.umount2(os.fsencode(target), 2)  # MNT_DETACH
+        system.unmount(target, system.MNT_DETACH)
         return True

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
-import ctypes.util
 import hashlib
 import json
 import logging
@@ -35,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
-from soci import systemd
+from soci import system, systemd
 from soci.errors import Unavailable
 from soci.fs import fdholder
 from soci.store.content import atomic_write
@@ -48,10 +46,8 @@ ADOPTED_INIT_UNIQUE: Final = 1 << 62
 """Request id of the replayed INIT: the kernel knows no such request and drops libfuse's reply (ENOENT)."""
 HOLDER_DIR: Final = Path("/run/soci-snapshotter-grpc")
 HOLDER_START_TIMEOUT_SEC: Final = 10.0
-_MS_RDONLY: Final = 1
 _IN_HEADER: Final = struct.Struct("<IIQQIIII")  # fuse_in_header: len, opcode, unique, nodeid, uid, gid, pid, pad
 _OUT_HEADER: Final = struct.Struct("<IiQ")  # fuse_out_header: len, error, unique
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +111,11 @@ def mount_fuse(mountpoint: Path, fsname: str, options: str) -> int:
     """Open ``/dev/fuse`` and mount it read-only at ``mountpoint``; returns the descriptor."""
     fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
     data = f"fd={fd},rootmode=40000,user_id={os.geteuid()},group_id={os.getegid()},{options}"
-    if _libc.mount(fsname.encode(), os.fsencode(mountpoint), b"fuse", _MS_RDONLY, data.encode()) != 0:
-        err = ctypes.get_errno()
+    try:
+        system.mount(fsname, mountpoint, "fuse", data, system.MS_RDONLY)
+    except OSError as exc:
         os.close(fd)
-        raise Unavailable(f"cannot mount FUSE at {mountpoint}: {os.strerror(err)}")
+        raise Unavailable(f"cannot mount FUSE at {mountpoint}: {exc.strerror}") from None
     return fd
 
 

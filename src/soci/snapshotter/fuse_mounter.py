@@ -17,6 +17,7 @@ import logging
 import time
 from pathlib import Path
 
+from soci import system
 from soci.errors import SociError, Unavailable
 from soci.formats.soci_index import PrefetchSpan, parse_prefetch
 from soci.fs import erofs
@@ -30,7 +31,6 @@ from soci.fs.options import FsOptions
 from soci.fs.session import default_keeper, read_record
 from soci.loadorder.service import LoadOrderOptions, LoadOrderService, MountedImage
 from soci.registry import RemoteBlob, parse_reference
-from soci.snapshotter import system
 from soci.snapshotter.remote import RemoteLayer
 
 log = logging.getLogger(__name__)
@@ -94,8 +94,11 @@ class FuseLayerMounter:
             layer_digest=layer.layer.digest,
             ztoc_digest=layer.ztoc_descriptor.digest,
             ztoc=layer.ztoc,
-            blob=MeteredBlob(RemoteBlob(layer.client, layer.repo, layer.layer.digest, layer.layer.size),
-                             layer.layer.digest, self._metrics),
+            blob=MeteredBlob(
+                RemoteBlob(layer.client, layer.repo, layer.layer.digest, layer.layer.size),
+                layer.layer.digest,
+                self._metrics,
+            ),
             layer_size=layer.layer.size,
             disable_xattrs=layer.disable_xattrs,
             userxattr=self._userxattr,

@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from soci import system
 from soci.containerd.filters import map_field, parse_filters
 from soci.errors import AlreadyExists, InvalidArgument, NoIndexError, NotFound, NoZtocError, SociError, Unavailable
 from soci.snapshotter import labels as lb
 from soci.snapshotter import metrics as m
-from soci.snapshotter import system
 from soci.snapshotter.keyed_locks import KeyedLocks
 from soci.snapshotter.metastore import Info, Kind, Snapshot, SqliteMetaStore, Usage
 from soci.snapshotter.mounts import Mount, snapshot_mounts

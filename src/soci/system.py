@@ -1,4 +1,7 @@
-"""Kernel-facing helpers: the mount table, unmounting, disk usage, overlay feature checks."""
+"""Kernel-facing helpers: mount(2) and the mount table, unmounting, disk usage, overlay feature checks.
+
+Below every package that mounts (``soci.fs`` for FUSE and EROFS, ``soci.snapshotter`` for overlay and binds).
+"""
 
 from __future__ import annotations
 
@@ -71,11 +74,12 @@ def unmount_all(path: Path) -> None:
             unmount(point, MNT_DETACH)
 
 
-def mount(source: str, target: Path, fstype: str, options: str = "", flags: int = 0) -> None:
-    fstype_arg = fstype.encode() or None
-    if _libc.mount(os.fsencode(source), os.fsencode(target), fstype_arg, flags, options.encode() or None) != 0:
+def mount(source: str | Path, target: Path, fstype: str, options: str | bytes = "", flags: int = 0) -> None:
+    """mount(2) itself: util-linux's mount(8) would set up a loop device for a file source."""
+    data = os.fsencode(options) or None
+    if _libc.mount(os.fsencode(source), os.fsencode(target), fstype.encode() or None, flags, data) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"mount {fstype} on {target}: {os.strerror(err)}")
+        raise OSError(err, f"mount {fstype or 'bind'} on {target}: {os.strerror(err)}")
 
 
 def bind_mount(source: Path, target: Path, *, read_only: bool = True) -> None:
