@@ -31,6 +31,7 @@ from soci.formats.ztoc_codec import marshal_ztoc
 from soci.fs.layer import SPANCACHE_DIR, LayerRequest, LayerResolver
 from soci.fs.options import DirectoryCacheOptions, FsOptions
 from soci.index.ztoc_builder import build_ztoc
+from soci.testing.files import file_bytes_under
 
 FILE_SIZE = 4 << 20
 CHUNK = 128 << 10
@@ -49,17 +50,6 @@ class Blob:
 
     async def refresh(self) -> None:
         return None
-
-
-def disk_bytes(root: Path) -> int:
-    total = 0
-    for p in root.rglob("*"):
-        try:
-            if p.is_file():
-                total += p.stat().st_size
-        except FileNotFoundError:
-            continue
-    return total
 
 
 def make_layer(total: int, span: int) -> tuple[bytes, bytes, dict[str, str]]:
@@ -88,7 +78,7 @@ async def run(root: Path, limit: int, blob: bytes, ztoc: bytes, digests: dict[st
     def sample() -> None:
         nonlocal peak
         while not stop.is_set():
-            peak = max(peak, disk_bytes(spancache))
+            peak = max(peak, file_bytes_under(spancache))
             time.sleep(0.002)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -117,7 +107,7 @@ async def run(root: Path, limit: int, blob: bytes, ztoc: bytes, digests: dict[st
             sampler.join()
         evictions = resolver.budget.evictions if resolver.budget else 0
         await resolver.aclose()
-    return elapsed, max(peak, disk_bytes(spancache)), evictions
+    return elapsed, max(peak, file_bytes_under(spancache)), evictions
 
 
 def main() -> int:

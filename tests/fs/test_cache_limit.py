@@ -17,6 +17,7 @@ from fs_layers import BuiltLayer, TarWriter, build_layer
 
 from soci.fs.layer import SPANCACHE_DIR, LayerRequest, LayerResolver
 from soci.fs.options import DirectoryCacheOptions, FsOptions
+from soci.testing.files import file_bytes_under
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,17 +37,6 @@ def layer() -> tuple[BuiltLayer, dict[str, bytes]]:
     return build_layer(w.finish()), files
 
 
-def disk_bytes(root: Path) -> int:
-    total = 0
-    for p in root.rglob("*"):
-        try:
-            if p.is_file():
-                total += p.stat().st_size
-        except FileNotFoundError:
-            continue  # evicted or renamed while we looked
-    return total
-
-
 class Sampler:
     """Samples the directory's size from another thread for as long as the reads run."""
 
@@ -59,7 +49,7 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, disk_bytes(self.root))
+            self.peak = max(self.peak, file_bytes_under(self.root))
             self.samples += 1
 
     def __enter__(self) -> Sampler:
@@ -88,12 +78,12 @@ async def read_all(resolver: LayerResolver, built: BuiltLayer, files: dict[str, 
             digest = hashlib.sha256()
             for offset in range(0, len(data), CHUNK):
                 digest.update(await layer.reader.read(ino, offset, CHUNK))
-                peak = max(peak, disk_bytes(root))
+                peak = max(peak, file_bytes_under(root))
             assert digest.hexdigest() == hashlib.sha256(data).hexdigest(), name
         await layer.spans.wait_idle()
     finally:
         await resolver.release(layer)
-    return max(peak, disk_bytes(root))
+    return max(peak, file_bytes_under(root))
 
 
 async def test_reading_twice_the_limit_stays_within_it(
@@ -112,12 +102,12 @@ async def test_reading_twice_the_limit_stays_within_it(
     assert resolver.budget.evictions > 0
     for peak in (first, second, sampler.peak):
         assert peak <= LIMIT * 1.1, (peak, LIMIT)
-    assert resolver.budget.total_bytes == disk_bytes(root)
+    assert resolver.budget.total_bytes == file_bytes_under(root)
 
     # a restart with a lower limit trims what is on disk at once
     lower = dataclasses.replace(options, directory_cache=DirectoryCacheOptions(max_size_bytes=LIMIT // 4))
     restarted = LayerResolver(tmp_path, lower, executor=executor)
-    assert disk_bytes(root) <= LIMIT // 4
+    assert file_bytes_under(root) <= LIMIT // 4
     await restarted.aclose()
 
 
@@ -133,13 +123,13 @@ async def test_discarding_the_last_holder_deletes_the_layers_spans(
     ino = first.tree.resolve(b"data/f0")
     assert await first.reader.read(ino, 0, 10) == files["data/f0"][:10]
     await first.spans.wait_idle()
-    assert disk_bytes(root) > 0
+    assert file_bytes_under(root) > 0
     await resolver.release(second, discard=True)  # another mount still uses the layer: kept
-    assert disk_bytes(root) > 0
+    assert file_bytes_under(root) > 0
     await resolver.release(first)  # closed but not removed (a daemon stopping, a remount): kept
-    assert disk_bytes(root) > 0
+    assert file_bytes_under(root) > 0
     again = await resolver.acquire(request)
     await resolver.release(again, discard=True)
-    assert disk_bytes(root) == 0 and list(root.iterdir()) == []
+    assert file_bytes_under(root) == 0 and list(root.iterdir()) == []
     assert resolver.budget is not None and resolver.budget.total_bytes == 0
     await resolver.aclose()
