@@ -12,14 +12,13 @@ import asyncio
 import gzip
 import json
 import resource
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 from fs_serve import fuse_usable
+from fs_soci_mount import SOCI, SociMount
 
 from soci.formats.digest import sha256_digest
 from soci.formats.oci import MEDIA_TYPE_OCI_MANIFEST
@@ -46,7 +45,6 @@ pytestmark = [
 CORPUS = Path(__file__).parent.parent / "data" / "hostile"
 GOLDEN = Path(__file__).parent.parent / "data" / "golden" / "ztoc"
 CASES: dict[str, dict[str, str]] = json.loads((CORPUS / "cases.json").read_text())
-SOCI = [sys.executable, "-c", "from soci.cli.main import cli; cli(prog_name='soci')"]
 RSS_BOUND_KIB = 1 << 20  # 1 GiB
 MOUNT_WAIT_SEC = 120
 READ_WAIT_SEC = 120
@@ -79,32 +77,6 @@ async def _push_index(registry: RegistryServer, repo: str, layer: Layer, ztoc: b
         return await client.put_manifest(repo, sha256_digest(raw), raw, MEDIA_TYPE_OCI_MANIFEST)
 
 
-class Mount:
-    """``soci mount`` as a child process; stderr collected by a thread."""
-
-    def __init__(self, args: list[str]) -> None:
-        self.process = subprocess.Popen([*SOCI, "mount", "--plain-http", *args], stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self.ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-            if line.startswith("mounted "):
-                self.ready.set()
-        self.ready.set()
-
-    def finish(self) -> tuple[int, str]:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        status = self.process.wait(60)  # a hang fails here
-        self._reader.join(10)
-        return status, "".join(self.lines)
-
-
 def _read_everything(target: Path) -> subprocess.CompletedProcess[str]:
     # a child reads (regular files only: a FIFO blocks any reader), so a stuck FUSE read cannot wedge the test
     # process; its timeout is the hang detector
@@ -126,13 +98,13 @@ def _read_everything(target: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _run_case(args: list[str], target: Path, root: Path) -> tuple[int, str, str]:
-    mount = Mount([*args[:-1], "--root", str(root), args[-1], str(target)])
+    mount = SociMount([*args[:-1], "--root", str(root), args[-1], str(target)])
     try:
         assert mount.ready.wait(MOUNT_WAIT_SEC), "soci mount neither mounted nor exited"
         reads = ""
         if mount.process.poll() is None:
             reads = _read_everything(target).stdout
-        status, output = mount.finish()
+        status, output = mount.stop(), mount.output()
     finally:
         if mount.process.poll() is None:
             mount.process.kill()

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from fs_compare import Node, differences, extract, hard_link_groups, overlay_described, snapshot
 from fs_layers import TarWriter, every_entry_type_tar
 from fs_serve import fuse_usable
+from fs_soci_mount import SociMount
 
 from soci.fs.mount import clean_stale_mounts, mounts
 from soci.testing.images import Layer, write_oci_layout
@@ -34,7 +34,6 @@ pytestmark = [
 ]
 
 # `soci mount` is registered in soci.cli.main by the lead; until then the test adds it itself
-_SOCI = "from soci.cli.main import cli; cli(prog_name='soci')"
 
 
 def upper_tar() -> bytes:
@@ -69,41 +68,6 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RegistrySe
         yield registry, dst, tar_paths
 
 
-class MountProcess:
-    def __init__(self, ref: str, target: Path, root: Path) -> None:
-        self.target = target
-        self.root = root
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", _SOCI, "mount", "--plain-http", "--root", str(root), ref, str(target)],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        assert self.process.stderr is not None
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._ready = threading.Event()
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-            if line.startswith("mounted "):
-                self._ready.set()
-        self._ready.set()
-
-    def wait_ready(self) -> None:
-        self._ready.wait(120)
-        assert self.process.poll() is None, "".join(self.lines)
-        assert any(line.startswith("mounted ") for line in self.lines), "".join(self.lines)
-
-    def stop(self, signum: int) -> int:
-        self.process.send_signal(signum)
-        status = self.process.wait(60)
-        self._reader.join(10)
-        return status
-
-
 def ours(root: Path, target: Path) -> list[Path]:
     return [p for p, _ in mounts() if p == target or root in p.parents]
 
@@ -128,7 +92,7 @@ def test_mount_equals_unpacked_overlay_and_unmounts_on_sigterm(
 ) -> None:
     _, ref, tar_paths = image
     target, root = tmp_path / "dir", tmp_path / "root"
-    process = MountProcess(ref, target, root)
+    process = SociMount(["--root", str(root), ref, str(target)])
     try:
         process.wait_ready()
         expected, links = expected_tree(tar_paths, tmp_path)
@@ -153,14 +117,14 @@ def test_a_killed_mount_is_cleaned_up_by_the_next_run(
     _, ref, _ = image
     target, root = tmp_path / "dir", tmp_path / "root"
     try:
-        first = MountProcess(ref, target, root)
+        first = SociMount(["--root", str(root), ref, str(target)])
         first.wait_ready()
         assert (target / "etc" / "hostname").read_bytes() == b"lazy\n"
         first.stop(signal.SIGKILL)
         assert len(ours(root, target)) == 2  # dead mounts left behind
         with pytest.raises(OSError):
             os.listdir(target / "etc")
-        second = MountProcess(ref, target, root)
+        second = SociMount(["--root", str(root), ref, str(target)])
         second.wait_ready()
         assert (target / "etc" / "hostname").read_bytes() == b"lazy\n"
         assert (target / "data" / "text.txt").stat().st_size == 900_000
