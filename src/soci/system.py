@@ -20,7 +20,15 @@ MS_RDONLY = 1
 MS_REMOUNT = 32
 MS_BIND = 4096
 
+PROT_READ = 1
+MAP_SHARED = 1
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+_libc.mlock.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 
 
 def _unescape(field: str) -> str:
@@ -80,6 +88,33 @@ def mount(source: str | Path, target: Path, fstype: str, options: str | bytes = 
     if _libc.mount(os.fsencode(source), os.fsencode(target), fstype.encode() or None, flags, data) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount {fstype or 'bind'} on {target}: {os.strerror(err)}")
+
+
+class LockedPages:
+    """The pages of a file, mapped and locked in memory (mlock(2)) until ``close``: whoever reads the file
+    through the page cache (a file-backed mount, say) never waits for the disk, even after the file is unlinked.
+    OSError if the file cannot be mapped or locked (RLIMIT_MEMLOCK without CAP_IPC_LOCK, or no memory)."""
+
+    def __init__(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.size = os.fstat(fd).st_size
+            address = _libc.mmap(None, self.size, PROT_READ, MAP_SHARED, fd, 0) if self.size else None
+        finally:
+            os.close(fd)
+        if address == _MAP_FAILED:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mmap {path}: {os.strerror(err)}")
+        if address is not None and _libc.mlock(address, self.size) != 0:
+            err = ctypes.get_errno()
+            _libc.munmap(address, self.size)
+            raise OSError(err, f"mlock {path}: {os.strerror(err)}")
+        self._address: int | None = address
+
+    def close(self) -> None:
+        if self._address is not None:
+            _libc.munmap(self._address, self.size)
+            self._address = None
 
 
 def bind_mount(source: Path, target: Path, *, read_only: bool = True) -> None:

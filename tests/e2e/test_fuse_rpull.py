@@ -110,5 +110,14 @@ def test_image_removal_deletes_its_span_caches(stack: Stack, tmp_path: Path) -> 
     assert layer_modes(output) == [MODE_LAZY] * 3, output
     ours = set(spancache.iterdir()) - before  # each mounted layer cached at least its gzip header
     assert len(ours) == 3, ours
+    locked = locked_kib(stack.daemon.pid)
+    assert locked >= 3 * 4, "the three layers' EROFS images are not locked in memory"
     stack.containerd.ctr("-n", "gc-spans", "images", "rm", "--sync", image.ref)
     assert wait_until(lambda: not any(p.exists() for p in ours)), [p for p in ours if p.exists()]
+    assert locked_kib(stack.daemon.pid) <= locked - 3 * 4, "unmounted layers' EROFS images stay locked"
+
+
+def locked_kib(pid: int) -> int:
+    """VmLck: the daemon's memory locked by mlock(2), the EROFS images of the layers it serves."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(ln for ln in status.splitlines() if ln.startswith("VmLck:")).split()[1])

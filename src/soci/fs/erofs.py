@@ -78,7 +78,7 @@ def mount_image(image: Path, device: Path, target: Path) -> None:
     try:
         system.mount(image, target, "erofs", b"device=" + os.fsencode(device), system.MS_RDONLY)
     except OSError as exc:
-        raise Unavailable(f"mount erofs {image} at {target}: {exc.strerror}") from None
+        raise Unavailable(f"mount erofs {image} at {target}: {os.strerror(exc.errno or 0)}") from None
 
 
 def kernel_supports_file_backed() -> bool:

@@ -115,7 +115,7 @@ def mount_fuse(mountpoint: Path, fsname: str, options: str) -> int:
         system.mount(fsname, mountpoint, "fuse", data, system.MS_RDONLY)
     except OSError as exc:
         os.close(fd)
-        raise Unavailable(f"cannot mount FUSE at {mountpoint}: {exc.strerror}") from None
+        raise Unavailable(f"cannot mount FUSE at {mountpoint}: {os.strerror(exc.errno or 0)}") from None
     return fd
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -57,6 +58,8 @@ class FuseLayerMounter:
         self._served: dict[Path, tuple[str, Layer]] = {}
         self._erofs_dir = root / "soci" / "erofs"
         self._use_erofs: bool | None = None  # decided at the first mount
+        self._pinned: dict[Path, system.LockedPages] = {}
+        self._pin_warned = False
         self._start_lock = asyncio.Lock()
         self._metrics: fm.FsMetrics = fm.NullFsMetrics()
 
@@ -156,9 +159,10 @@ class FuseLayerMounter:
     async def _mount_erofs(self, name: str, layer: Layer, source: Path, mountpoint: Path) -> None:
         """Mount the layer's EROFS image at ``mountpoint``, its data device ``.soci-archives/<name>``.
 
-        The image file is removed once mounted (the mount holds it open), so a crash leaves none behind. A
-        layer the image cannot describe (an xattr name EROFS has no prefix for) gets the FUSE tree instead,
-        with a warning.
+        The image file is removed once mounted (the mount holds it open), so a crash leaves none behind. Its
+        pages stay locked in memory while the layer is served (about 128 bytes per entry): metadata never waits
+        for the disk, as with the FUSE tree, which holds it in Python objects. A layer the image cannot describe
+        (an xattr name EROFS has no prefix for) gets the FUSE tree instead, with a warning.
         """
         start = time.monotonic()
         try:
@@ -176,17 +180,30 @@ class FuseLayerMounter:
         path = self._erofs_dir / f"{name}.erofs"
         device = self._lazy.mountpoint / ARCHIVE_DIR_NAME.decode() / name
 
-        def mount() -> None:
+        def mount() -> system.LockedPages | None:
             self._erofs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             erofs.write_image(path, image)
             try:
                 erofs.mount_image(path, device, mountpoint)
+                return self._pin(path)
             finally:
                 path.unlink(missing_ok=True)
 
-        await asyncio.to_thread(mount)
+        pinned = await asyncio.to_thread(mount)
+        if pinned is not None:
+            self._pinned[mountpoint] = pinned
         seconds = time.monotonic() - start
         log.debug("layer %s: EROFS image of %d bytes mounted in %.3fs", layer.digest, len(image), seconds)
+
+    def _pin(self, image: Path) -> system.LockedPages | None:
+        try:
+            return system.LockedPages(image)
+        except OSError as exc:  # performance only: the kernel reads the image from the disk when it must
+            if not self._pin_warned:
+                self._pin_warned = True
+                log.warning("EROFS layer metadata is not locked in memory (%s): cold lookups read the disk",
+                            os.strerror(exc.errno or 0))  # fmt: skip
+            return None
 
     async def check(self, mountpoint: Path) -> None:
         served = self._served.get(mountpoint)
@@ -198,6 +215,9 @@ class FuseLayerMounter:
 
     async def unmount(self, mountpoint: Path, *, discard: bool = False) -> None:
         await asyncio.to_thread(system.unmount_all, mountpoint)
+        pinned = self._pinned.pop(mountpoint, None)
+        if pinned is not None:
+            pinned.close()
         served = self._served.pop(mountpoint, None)
         if served is None:
             return
@@ -221,6 +241,9 @@ class FuseLayerMounter:
         requests wait in the kernel meanwhile. Once none is (SIGINT unmounted them), the mount goes."""
         keep = bool(self._served)
         self._served.clear()
+        for pinned in self._pinned.values():  # kept mounts read their images from the disk again
+            pinned.close()
+        self._pinned.clear()
         if keep:
             # first: requests being answered must finish before the layers' readers close
             await self._lazy.aclose(keep=True)
