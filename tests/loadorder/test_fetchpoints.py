@@ -134,6 +134,30 @@ async def test_replay_fetches_only_the_points_and_serves_exact_bytes(
         await resolver.release(opened)
 
 
+async def test_a_read_ahead_of_the_replay_fetches_its_point_not_the_spans(
+    layer: _Layer, tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    """The workload can outrun its replay: a read inside a point the replay has not fetched yet takes that point."""
+    segments = _segments(layer)
+    points = await layer.fetch_points(segments)
+    request, blob = layer.request()
+    resolver = LayerResolver(tmp_path, executor=executor)
+    opened = await resolver.acquire(request)
+    try:
+        opened.spans.plan_points(points)  # as a replay does before its first request
+        before = len(blob.reads)
+        await _read_all(opened, layer, segments)
+        fetched = sorted(blob.reads[before:])
+        assert fetched == sorted((p.first_byte, p.compressed_end - p.first_byte) for p in points)
+        await opened.spans.wait_idle()
+        assert opened.spans.statistics().fetch_points == len(points)
+        result = await replay(opened, segments, name="late", fetch_points=points)
+        assert (result.fetch_points, result.failed_runs) == (len(points), 0)
+        assert sorted(blob.reads[before:]) == fetched  # the replay found every point loaded
+    finally:
+        await resolver.release(opened)
+
+
 def _tamper(point: FetchPoint, what: str) -> FetchPoint:
     if what == "digest":
         return replace(point, digest="sha256:" + hashlib.sha256(b"other").hexdigest())

@@ -252,6 +252,9 @@ class SpanManager:
         self._piece_starts: list[int] = []
         self._pieces: list[tuple[int, int]] = []
         self._piece_waits: dict[tuple[int, int], asyncio.Future[SpanBytes | None]] = {}
+        # a replay's fetch points, fetched or not, sorted by start: a read one covers fetches it, not its spans
+        self._planned_starts: list[int] = []
+        self._planned: list[FetchPoint] = []
         self._fetch_points = 0
         self._fetch_point_failures = 0
 
@@ -286,8 +289,13 @@ class SpanManager:
         end = min(end, self._usize)
         if start >= end:
             return b""
-        if self._pieces or self._piece_waits:
+        if self._pieces or self._piece_waits or self._planned:
             served = await self._read_piece(start, end)
+            if served is None and (point := self._planned_for(start, end)) is not None:
+                # the replay has not got to this point yet: take it now rather than whole spans (it falls back
+                # to the spans itself if it fails)
+                await self.fetch_point(point)
+                served = await self._read_piece(start, end)
             if served is not None:
                 # spans after a fetch point are loaded ahead only for a reader that got to its end: the workload
                 # read no further when it was recorded, and loading whole spans after every head read would undo
@@ -371,6 +379,24 @@ class SpanManager:
             and 0 <= point.uncompressed_offset < point.uncompressed_end
             and point.uncompressed_offset < self._usize
         )
+
+    def plan_points(self, points: Sequence[FetchPoint]) -> None:
+        """Points a replay will fetch (each must be ``accepts``-ed): until it does, a read inside one fetches it."""
+        for point in points:
+            i = bisect.bisect_right(self._planned_starts, point.uncompressed_offset)
+            self._planned_starts.insert(i, point.uncompressed_offset)
+            self._planned.insert(i, point)
+
+    def _planned_for(self, start: int, end: int) -> FetchPoint | None:
+        """A planned point holding ``[start, end)`` that costs no more bytes than the spans holding it."""
+        first, last = self.span_of(start), self.span_of(end - 1)
+        spans_bytes = self._cend[last] - self._cstart[first]
+        i = bisect.bisect_right(self._planned_starts, start)
+        for j in range(i - 1, max(i - 3, -1), -1):  # neighbouring points may overlap by a block
+            point = self._planned[j]
+            if point.uncompressed_end >= end and point.compressed_end - point.first_byte <= spans_bytes:
+                return point
+        return None
 
     async def fetch_point(self, point: FetchPoint) -> None:
         """Load a load order document's fetch point; return once its compressed bytes have arrived.

@@ -145,6 +145,7 @@ class ReplayScheduler:
         if plan.missing:
             log.warning("load order %s: %d of %d segments of layer %s name no regular file; skipped",
                         name, plan.missing, plan.segments, layer.digest)  # fmt: skip
+        layer.spans.plan_points(points)
         job = _Job(name, layer, plan, time.monotonic(), len(plan.runs) + len(points), points=len(points))
         if not job.pending:
             self._finish(job)
