@@ -54,6 +54,8 @@ class Bench:
     """host:port that clients pull from (the shaped proxy in front of the registry)."""
     work: Path
     converted: set[tuple[str, ...]] = field(default_factory=set)
+    load_orders: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per workload: the recorded load order document's size, segments and fetch points."""
     """(repository, tag, convert flags) already converted in this run."""
 
 
@@ -254,6 +256,14 @@ class SociLoadOrder(SociLazy):
             finally:
                 daemon.stop(signal.SIGINT)
         print(next((ln for ln in out.splitlines() if ln.startswith("recorded ")), out.strip()[-300:]), flush=True)
+        document = (record / "lod.json").read_bytes()
+        layers = json.loads(document)["layers"]
+        bench.load_orders[w.name] = {
+            "bytes": len(document),
+            "segments": sum(len(layer["segments"]) for layer in layers),
+            "fetch_points": sum(len(layer.get("fetch_points", ())) for layer in layers),
+        }
+        print(f"load order document: {bench.load_orders[w.name]}", flush=True)
         shutil.rmtree(record, ignore_errors=True)
 
     def pull(self, containerd: ContainerdServer, ref: str) -> None:

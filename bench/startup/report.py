@@ -111,6 +111,12 @@ def markdown(results: dict[str, Any], rows: list[dict[str, Any]], notes: bool = 
         )
     if notes:
         lines += ["", "Targets, and where the time goes: [notes.md](notes.md)."]
+    documents = results.get("load_order_documents", {})
+    if documents:
+        lines += ["", "Load order documents (soci+lod), as recorded and pushed:", ""]
+        for name, doc in documents.items():
+            lines.append(f"- **{name}**: {doc['bytes'] / 1e6:.2f} MB, {doc['segments']} segments, "
+                         f"{doc['fetch_points']} fetch points")  # fmt: skip
     lines += ["", "Workloads (compressed image size, command, ready line):", ""]
     for name, w in results["workloads"].items():
         lines.append(f"- **{name}**: {w['compressed_bytes'] / 1e6:.1f} MB; `{' '.join(w['command'])}`; `{w['ready']}`")
