@@ -15,7 +15,9 @@ HERE = Path(__file__).resolve().parent
 PLOT_PYTHON = HERE / ".cache" / "plot-venv" / "bin" / "python"
 
 
-CONTENDER_ORDER = ("overlayfs", "soci", "soci+prefetch", "soci+lod", "soci-1MiB-spans", "upstream", "stargz")
+CONTENDER_ORDER = (
+    "overlayfs", "soci", "soci-fuse", "soci+prefetch", "soci+lod", "soci-1MiB-spans", "upstream", "stargz",
+)  # fmt: skip
 """Table order: the baseline, ours from plain to most informed, then the others."""
 
 
@@ -39,6 +41,11 @@ def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
         wl: statistics.median(r["ready_s"] for r in runs) for (wl, c), runs in groups.items() if c == "overlayfs"
     }
     lazy = {wl: statistics.median(r["ready_s"] for r in runs) for (wl, c), runs in groups.items() if c == "soci"}
+    peer = {
+        wl: (statistics.median(r["ready_s"] for r in runs), statistics.median(r["bytes_at_ready"] for r in runs))
+        for (wl, c), runs in groups.items()
+        if c == "stargz"
+    }
     for (workload, contender), runs in groups.items():
         ready = [r["ready_s"] for r in runs]
         compressed = results["workloads"][workload]["compressed_bytes"]
@@ -55,6 +62,8 @@ def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "ready_p90_s": p90(ready),
                 "vs_overlayfs": median_ready / baselines[workload] if workload in baselines else None,
                 "speedup_vs_soci": lazy[workload] / median_ready if workload in lazy else None,
+                "ready_vs_stargz": median_ready / peer[workload][0] if workload in peer else None,
+                "bytes_vs_stargz": fetched / peer[workload][1] if peer.get(workload, (0, 0))[1] else None,
                 "bytes_at_ready": fetched,
                 "bytes_pct": 100.0 * fetched / compressed,
                 "peak_rss_mib": statistics.median(r["peak_rss_kib"] for r in runs) / 1024,
@@ -81,24 +90,33 @@ def markdown(results: dict[str, Any], rows: list[dict[str, Any]], notes: bool = 
         "contenders alternating. Times in seconds from the start of the pull; *ready* = the workload's ready line.",
         "",
         "| workload | contender | runs | pull (median) | ready (median) | ready (p90) | vs overlayfs "
-        "| speed-up vs soci | blob bytes by ready | peak RSS (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| speed-up vs soci | ready vs stargz | blob bytes by ready | bytes vs stargz | peak RSS (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     workloads = list(results["workloads"])
     for r in sorted(rows, key=lambda r: (_rank(workloads, r["workload"]), _rank(CONTENDER_ORDER, r["contender"]))):
         runs = f"{r['runs']} (+{r['failed']} failed)" if r["failed"] else str(r["runs"])
         if not r["runs"]:
-            lines.append(f"| {r['workload']} | {r['contender']} | {runs} |  |  |  |  |  |  |  |")
+            lines.append(f"| {r['workload']} | {r['contender']} | {runs} |  |  |  |  |  |  |  |  |  |")
             continue
         ratio = f"{r['vs_overlayfs']:.2f}x" if r["vs_overlayfs"] is not None else "-"
         speedup = f"{r['speedup_vs_soci']:.2f}x" if r["speedup_vs_soci"] is not None else "-"
+        to_peer, bytes_to_peer = (
+            f"{r[key]:.2f}x" if r.get(key) is not None else "-" for key in ("ready_vs_stargz", "bytes_vs_stargz")
+        )
         lines.append(
             f"| {r['workload']} | {r['contender']} | {runs} | {r['pull_median_s']:.2f} | "
-            f"**{r['ready_median_s']:.2f}** | {r['ready_p90_s']:.2f} | {ratio} | {speedup} | "
-            f"{r['bytes_at_ready'] / 1e6:.1f} MB ({r['bytes_pct']:.0f} %) | {r['peak_rss_mib']:.0f} |"
+            f"**{r['ready_median_s']:.2f}** | {r['ready_p90_s']:.2f} | {ratio} | {speedup} | {to_peer} | "
+            f"{r['bytes_at_ready'] / 1e6:.1f} MB ({r['bytes_pct']:.0f} %) | {bytes_to_peer} | {r['peak_rss_mib']:.0f} |"
         )
     if notes:
         lines += ["", "Targets, and where the time goes: [notes.md](notes.md)."]
+    documents = results.get("load_order_documents", {})
+    if documents:
+        lines += ["", "Load order documents (soci+lod), as recorded and pushed:", ""]
+        for name, doc in documents.items():
+            lines.append(f"- **{name}**: {doc['bytes'] / 1e6:.2f} MB, {doc['segments']} segments, "
+                         f"{doc['fetch_points']} fetch points")  # fmt: skip
     lines += ["", "Workloads (compressed image size, command, ready line):", ""]
     for name, w in results["workloads"].items():
         lines.append(f"- **{name}**: {w['compressed_bytes'] / 1e6:.1f} MB; `{' '.join(w['command'])}`; `{w['ready']}`")

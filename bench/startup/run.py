@@ -139,6 +139,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 for c in contenders:
                     print(f"== prepare {c.name} for {w.name}", flush=True)
                     c.prepare(bench, w, f"bench/{w.name}")
+            if bench.load_orders:
+                results["load_order_documents"] = bench.load_orders
             if args.mbit > 0:
                 shaper.start()
             sample = _largest_blob_path(layouts[workloads[0].name], workloads[0].name)
