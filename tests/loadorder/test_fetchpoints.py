@@ -10,8 +10,9 @@ import io
 import json
 import random
 import tarfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -94,6 +95,18 @@ def _segments(layer: _Layer) -> list[Segment]:
     ]
 
 
+@asynccontextmanager
+async def _opened(layer: _Layer, root: Path, executor: ThreadPoolExecutor) -> AsyncIterator[tuple[Layer, CountingBlob]]:
+    """The layer opened through a resolver (and released after), with the blob that counts its reads."""
+    request, blob = layer.request()
+    resolver = LayerResolver(root, executor=executor)
+    opened = await resolver.acquire(request)
+    try:
+        yield opened, blob
+    finally:
+        await resolver.release(opened)
+
+
 async def _read_all(opened: Layer, layer: _Layer, segments: list[Segment]) -> None:
     for segment in segments:
         ino = opened.tree.resolve(segment.path.encode())
@@ -108,10 +121,7 @@ async def test_replay_fetches_only_the_points_and_serves_exact_bytes(
     points = await layer.fetch_points(segments)
     assert 1 <= len(points) <= len(segments)
     assert [p.time_ms for p in points] == sorted(p.time_ms for p in points)
-    request, blob = layer.request()
-    resolver = LayerResolver(tmp_path, executor=executor)
-    opened = await resolver.acquire(request)
-    try:
+    async with _opened(layer, tmp_path, executor) as (opened, blob):
         span_plan = plan_spans(opened.tree, opened.spans.span_of, segments)
         span_bytes = sum(opened.spans.compressed_range(last)[1] - opened.spans.compressed_range(first)[0]
                          for first, last in span_plan.runs)  # fmt: skip
@@ -130,8 +140,6 @@ async def test_replay_fetches_only_the_points_and_serves_exact_bytes(
         other = list(layer.files)[3]
         assert await opened.reader.read(opened.tree.resolve(other.encode()), 0, 1000) == layer.files[other][:1000]
         assert len(blob.reads) > settled
-    finally:
-        await resolver.release(opened)
 
 
 async def test_a_read_ahead_of_the_replay_fetches_its_point_not_the_spans(
@@ -140,10 +148,7 @@ async def test_a_read_ahead_of_the_replay_fetches_its_point_not_the_spans(
     """The workload can outrun its replay: a read inside a point the replay has not fetched yet takes that point."""
     segments = _segments(layer)
     points = await layer.fetch_points(segments)
-    request, blob = layer.request()
-    resolver = LayerResolver(tmp_path, executor=executor)
-    opened = await resolver.acquire(request)
-    try:
+    async with _opened(layer, tmp_path, executor) as (opened, blob):
         opened.spans.plan_points(points)  # as a replay does before its first request
         before = len(blob.reads)
         await _read_all(opened, layer, segments)
@@ -154,8 +159,6 @@ async def test_a_read_ahead_of_the_replay_fetches_its_point_not_the_spans(
         result = await replay(opened, segments, name="late", fetch_points=points)
         assert (result.fetch_points, result.failed_runs) == (len(points), 0)
         assert sorted(blob.reads[before:]) == fetched  # the replay found every point loaded
-    finally:
-        await resolver.release(opened)
 
 
 def _tamper(point: FetchPoint, what: str) -> FetchPoint:
@@ -178,17 +181,12 @@ async def test_tampered_points_fall_back_to_verified_spans(
     points = [p for p in await layer.fetch_points(segments) if p.uncompressed_offset >= WINDOW_SIZE]
     assert points
     tampered = [_tamper(p, what) for p in points]
-    request, _ = layer.request()
-    resolver = LayerResolver(tmp_path, executor=executor)
-    opened = await resolver.acquire(request)
-    try:
+    async with _opened(layer, tmp_path, executor) as (opened, _):
         await replay(opened, segments, name="tampered", fetch_points=tampered)
         await opened.spans.wait_idle()
         stats = opened.spans.statistics()
         assert (stats.fetch_points, stats.fetch_point_failures) == (0, len(tampered))
         await _read_all(opened, layer, segments)  # never a wrong byte: the spans serve them, verified
-    finally:
-        await resolver.release(opened)
 
 
 async def test_readers_during_a_replay_get_exact_bytes(
@@ -198,15 +196,10 @@ async def test_readers_during_a_replay_get_exact_bytes(
 
     segments = _segments(layer)
     points = await layer.fetch_points(segments)
-    request, _ = layer.request()
-    resolver = LayerResolver(tmp_path, executor=executor)
-    opened = await resolver.acquire(request)
-    try:
+    async with _opened(layer, tmp_path, executor) as (opened, _):
         await asyncio.gather(replay(opened, segments, name="race", fetch_points=points),
                              _read_all(opened, layer, segments))  # fmt: skip
         await _read_all(opened, layer, segments)
-    finally:
-        await resolver.release(opened)
 
 
 async def test_document_round_trip_and_old_documents(layer: _Layer) -> None:
