@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import json
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,9 +23,11 @@ from soci.formats.digest import digest_hex
 from soci.formats.soci_index import PrefetchSpan
 from soci.formats.ztoc_codec import marshal_ztoc
 from soci.fs.background import BackgroundFetcher
+from soci.fs import layer as layer_module
 from soci.fs.layer import LayerRequest, LayerResolver, check_gzip_header
 from soci.fs.options import FsOptions, PrefetchOptions
 from soci.fs.spans import SpanState
+from soci.fs.ztoc_reader import load_ztoc
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -93,6 +96,27 @@ async def test_bytes_before_the_first_span_must_be_a_gzip_header(
     broken[0] ^= 0xFF
     with pytest.raises(FormatError, match="gzip header"):
         await resolver.acquire(request(layer, MemoryBlob(bytes(broken))))
+
+
+async def test_the_gzip_header_is_fetched_while_the_toc_is_parsed(
+    layer: BuiltLayer, tmp_path: Path, executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blob = MemoryBlob(layer.blob)
+    overlapped: list[bool] = []
+
+    def load_waiting_for_the_header(data: bytes) -> object:
+        # the header's request is under way before the parse ends (one round trip less per layer)
+        deadline = time.monotonic() + 10
+        while not blob.reads and time.monotonic() < deadline:
+            time.sleep(0.001)
+        overlapped.append(bool(blob.reads))
+        return load_ztoc(data)
+
+    monkeypatch.setattr(layer_module, "load_ztoc", load_waiting_for_the_header)
+    opened = await LayerResolver(tmp_path, executor=executor).acquire(request(layer, blob))
+    assert overlapped == [True]
+    assert blob.reads[0][0] == 0  # the gzip header
+    await opened.aclose()
 
 
 async def test_wrong_max_span_id_is_rejected(layer: BuiltLayer, tmp_path: Path, executor: ThreadPoolExecutor) -> None:

@@ -218,3 +218,33 @@ async def test_replay_waits_until_the_pull_has_mounted_the_last_lazy_layer(
                 await resolver.release(lower)
                 await resolver.release(upper)
                 await service.aclose()
+
+
+async def test_the_document_is_fetched_while_the_first_layer_is_prepared_and_only_once(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    repo = "lo/early"
+    subject = _image(registry, repo)
+    request, blob = LAYER.request(65536)
+    with ThreadPoolExecutor(2) as executor:
+        async with RegistryClient(registry.host, plain_http=True) as client:
+            await push_load_order(client, repo, subject, _document())
+            service = LoadOrderService(tmp_path, LoadOrderOptions(default="heads"))
+            counts = _Counts()
+            service.set_metrics(counts)
+            image = MountedImage(client, repo, f"{registry.host}/{repo}:v1", subject.digest, (LAYER.digest,))
+            service.image_preparing(image)
+            await service.wait_idle()
+            assert counts.counts == [(OP_SELECTED, "heads (default)")]  # before any layer is mounted
+            service.image_preparing(image)  # the next layer of the same image
+            resolver = LayerResolver(tmp_path, executor=executor)
+            opened = await resolver.acquire(request)
+            try:
+                header_reads = len(blob.reads)
+                service.layer_mounted(opened, image)
+                await service.wait_idle()
+                assert counts.counts == [(OP_SELECTED, "heads (default)")]  # the document was not fetched again
+                assert len(blob.reads) > header_reads  # and it was replayed
+            finally:
+                await resolver.release(opened)
+                await service.aclose()

@@ -36,7 +36,7 @@ from soci.fs.options import FsOptions
 from soci.fs.reader import FileReader
 from soci.fs.spans import RecentSpans, SpanManager, SpanStatistics, check_span_table
 from soci.fs.tree import LayerTree
-from soci.fs.ztoc_reader import ZtocInfo, load_ztoc
+from soci.fs.ztoc_reader import ZtocInfo, load_ztoc, read_ztoc_info
 from soci.futures import mark_retrieved
 from soci.registry.transport import retry_corrupt
 
@@ -221,9 +221,7 @@ class LayerResolver:
         ztoc_hex = digest_hex(request.ztoc_digest)
         loop = asyncio.get_running_loop()
         start = loop.time()
-        async with asyncio.timeout(self.options.mount_timeout_sec):
-            info, tree = await loop.run_in_executor(self._executor, load_ztoc, request.ztoc)
-        self.metrics.observe(fm.OP_INIT_METADATA_STORE, request.layer_digest, loop.time() - start)
+        info = read_ztoc_info(request.ztoc)
         blob_size = request.blob.size
         if request.layer_size is not None and request.layer_size != blob_size:
             raise DataLoss(f"layer {request.layer_digest}: blob is {blob_size} bytes, descriptor says "
@@ -237,10 +235,22 @@ class LayerResolver:
         cache = self._cache(ztoc_hex)
         try:
             header_bytes = 0
-            if isinstance(zinfo, GzipZinfo):
-                header_bytes = zinfo.start_compressed_offset(0)
-                async with asyncio.timeout(self.options.mount_timeout_sec):
-                    await self._check_gzip_header(request, cache, header_bytes)
+            header: asyncio.Task[None] | None = None
+            async with asyncio.timeout(self.options.mount_timeout_sec):
+                if isinstance(zinfo, GzipZinfo):
+                    # the header's round trip overlaps the TOC's parse, most of a mount's CPU time
+                    header_bytes = zinfo.start_compressed_offset(0)
+                    header = loop.create_task(self._check_gzip_header(request, cache, header_bytes))
+                try:
+                    info, tree = await loop.run_in_executor(self._executor, load_ztoc, request.ztoc)
+                except BaseException:
+                    if header is not None:
+                        header.cancel()
+                        await asyncio.gather(header, return_exceptions=True)
+                    raise
+                self.metrics.observe(fm.OP_INIT_METADATA_STORE, request.layer_digest, loop.time() - start)
+                if header is not None:
+                    await header
             spans = SpanManager(
                 zinfo, info.span_digests,
                 compressed_size=info.compressed_archive_size, uncompressed_size=info.uncompressed_archive_size,

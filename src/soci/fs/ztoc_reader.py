@@ -9,8 +9,11 @@ It rejects what ``unmarshal_ztoc`` rejects, with FormatError.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from soci.errors import FormatError
 from soci.formats.digest import is_digest
@@ -20,6 +23,7 @@ from soci.fs.tree import LayerTree, TreeBuilder
 
 _ALGORITHMS = {1: ALGORITHM_GZIP, 2: ALGORITHM_UNCOMPRESSED}
 _DEFAULT_ALGORITHM = 1
+T = TypeVar("T")
 _U32 = 0xFFFF_FFFF
 _u32 = struct.Struct("<I").unpack_from
 _i32 = struct.Struct("<i").unpack_from
@@ -52,9 +56,17 @@ class ZtocInfo:
 
 def load_ztoc(data: bytes | bytearray | memoryview) -> tuple[ZtocInfo, LayerTree]:
     """Parse zTOC bytes into its info and the layer's inode table."""
-    buf = bytes(data)
+    return _parse(data, _Loader.load)
+
+
+def read_ztoc_info(data: bytes | bytearray | memoryview) -> ZtocInfo:
+    """The zTOC's info without its TOC (``entry_count`` 0): cheap, for what a mount needs before the tree."""
+    return _parse(data, lambda loader: loader.info()[0])
+
+
+def _parse(data: bytes | bytearray | memoryview, part: Callable[[_Loader], T]) -> T:
     try:
-        return _Loader(buf).load()
+        return part(_Loader(bytes(data)))
     except FormatError:
         raise
     except (struct.error, IndexError, ValueError, OverflowError) as exc:
@@ -66,7 +78,8 @@ class _Loader(TableReader):
 
     __slots__ = ()
 
-    def load(self) -> tuple[ZtocInfo, LayerTree]:
+    def info(self) -> tuple[ZtocInfo, int]:
+        """The zTOC's info and the position of its TOC table (``entry_count`` is left 0)."""
         buf = self.buf
         root = _u32(buf, 0)[0]
         f = self.fields(root, 6)
@@ -90,7 +103,14 @@ class _Loader(TableReader):
             digests.append(digest if is_digest(digest) else "")  # upstream ignores parse errors
         first, count = self.vector(info, info_fields[3], 1)
         checkpoints = buf[first : first + count]
+        info_record = ZtocInfo(
+            compressed_size, uncompressed_size, algorithm, max_span_id, tuple(digests), checkpoints, 0,
+            version, build_tool,
+        )  # fmt: skip
+        return info_record, toc
 
+    def load(self) -> tuple[ZtocInfo, LayerTree]:
+        info, toc = self.info()
         first, count = self.vector(toc, self.fields(toc, 1)[0], 4)
         tables = [self.table_at(first + 4 * i) for i in range(count)]
         offsets = [self.data_offset(t) for t in tables]
@@ -99,12 +119,8 @@ class _Loader(TableReader):
             tables = [tables[i] for i in order]
         builder = TreeBuilder()
         for table in tables:
-            self.add_entry(builder, table, uncompressed_size)
-        info_record = ZtocInfo(
-            compressed_size, uncompressed_size, algorithm, max_span_id, tuple(digests), checkpoints, count,
-            version, build_tool,
-        )  # fmt: skip
-        return info_record, builder.finish()
+            self.add_entry(builder, table, info.uncompressed_archive_size)
+        return dataclasses.replace(info, entry_count=count), builder.finish()
 
     def data_offset(self, table: int) -> int:
         f = self.fields(table, 14)

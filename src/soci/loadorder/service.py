@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -70,7 +71,7 @@ class LoadOrderService:
         self._scheduler = ReplayScheduler(max_concurrency=self.options.max_concurrency, background=background)
         self._log = ReadLog(root / READ_LOG) if self.options.record else None
         self._documents: dict[tuple[str, str], asyncio.Future[LoadOrder | None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
         self._metrics: Counter | None = None
         self._pulled: dict[str, asyncio.Event] = {}  # manifest digest -> its last lazy layer is mounted
 
@@ -79,6 +80,14 @@ class LoadOrderService:
 
     def choose(self, image: MountedImage) -> Choice | None:
         return choose(image.label, image.image_ref, image.namespace, self.options.rules, self.options.default)
+
+    def image_preparing(self, image: MountedImage) -> None:
+        """A layer of ``image`` is being mounted: start fetching its chosen document, so that the replay of
+        its first layer need not wait a round trip for it (once per image: the document is cached)."""
+        choice = self.choose(image)
+        if choice is None or (image.manifest_digest, choice.name) in self._documents:
+            return
+        self._start(self._document(image, choice))
 
     def layer_mounted(self, layer: Layer, image: MountedImage) -> None:
         """Record the layer's reads (recording mode) and start replaying the chosen document, if any."""
@@ -91,7 +100,10 @@ class LoadOrderService:
         self._forget_pulled()
         if layer.digest == image.last_lazy_layer or not image.last_lazy_layer:
             pulled.set()
-        task = asyncio.get_running_loop().create_task(self._replay(layer, image, choice), name="soci-load-order")
+        self._start(self._replay(layer, image, choice))
+
+    def _start(self, work: Coroutine[object, object, object]) -> None:
+        task = asyncio.get_running_loop().create_task(work, name="soci-load-order")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

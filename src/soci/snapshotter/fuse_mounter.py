@@ -92,7 +92,35 @@ class FuseLayerMounter:
             return ()
 
     async def mount(self, mountpoint: Path, layer: RemoteLayer) -> None:
-        await self._start()
+        image = MountedImage(
+            client=layer.client,
+            # the pulled reference's repository (layer.repo is the first one seen for this manifest)
+            repo=parse_reference(layer.source.image_ref).path,
+            image_ref=layer.source.image_ref,
+            manifest_digest=layer.source.manifest_digest,
+            layers=tuple(d.digest for d in layer.manifest.layers or ()),
+            namespace=layer.source.namespace,
+            label=layer.source.load_order,
+            last_lazy_layer=_last_lazy_layer(layer),
+        )
+        # the image's load order document is fetched while its first layer opens, not after it mounts
+        self.load_order.image_preparing(image)
+        # a fresh daemon's FUSE mount (and its holder process) starts while the layer's zTOC is parsed
+        starting = asyncio.ensure_future(self._start())
+        try:
+            opened = await self._open(layer)
+        except BaseException:
+            await _settle(starting)
+            raise
+        try:
+            await starting
+            self._served[mountpoint] = (await self._attach(mountpoint, layer, opened), opened)
+        except BaseException:
+            await self._resolver.release(opened)
+            raise
+        self.load_order.layer_mounted(opened, image)
+
+    async def _open(self, layer: RemoteLayer) -> Layer:
         request = LayerRequest(
             layer_digest=layer.layer.digest,
             ztoc_digest=layer.ztoc_descriptor.digest,
@@ -108,42 +136,27 @@ class FuseLayerMounter:
             image_ref=layer.source.image_ref,
             prefetch=await self._prefetch_spans(layer),
         )
-        opened = await self._resolver.acquire(request)
+        return await self._resolver.acquire(request)
+
+    async def _attach(self, mountpoint: Path, layer: RemoteLayer, opened: Layer) -> str:
+        """Add the open layer to the FUSE mount and mount its tree at ``mountpoint``; its FUSE name."""
         snapshot_id = mountpoint.parent.name
         name = f"snapshot-{snapshot_id}"  # one directory per snapshot (its id)
         # the snapshot id (never reused) fixes the layer's inode numbers: after a restart, the adopted
         # session's kernel side still uses them
         slot = int(snapshot_id) if snapshot_id.isdigit() and 0 < int(snapshot_id) < 1 << 31 else None
         start = time.monotonic()
+        source = self._lazy.add_layer(name, opened, slot=slot)
         try:
-            source = self._lazy.add_layer(name, opened, slot=slot)
-            try:
-                if await self._erofs_wanted():
-                    await self._mount_erofs(name, opened, source, mountpoint)
-                else:
-                    await asyncio.to_thread(system.bind_mount, source, mountpoint, read_only=True)
-            except BaseException:
-                self._lazy.remove_layer(name)
-                raise
+            if await self._erofs_wanted():
+                await self._mount_erofs(name, opened, source, mountpoint)
+            else:
+                await asyncio.to_thread(system.bind_mount, source, mountpoint, read_only=True)
         except BaseException:
-            await self._resolver.release(opened)
+            self._lazy.remove_layer(name)
             raise
         self._metrics.observe(fm.OP_FUSE_MOUNT, layer.layer.digest, time.monotonic() - start)
-        self._served[mountpoint] = (name, opened)
-        self.load_order.layer_mounted(
-            opened,
-            MountedImage(
-                client=layer.client,
-                # the pulled reference's repository (layer.repo is the first one seen for this manifest)
-                repo=parse_reference(layer.source.image_ref).path,
-                image_ref=layer.source.image_ref,
-                manifest_digest=layer.source.manifest_digest,
-                layers=tuple(d.digest for d in layer.manifest.layers or ()),
-                namespace=layer.source.namespace,
-                label=layer.source.load_order,
-                last_lazy_layer=_last_lazy_layer(layer),
-            ),
-        )
+        return name
 
     async def _erofs_wanted(self) -> bool:
         if self._use_erofs is None:
@@ -273,6 +286,14 @@ class MeteredBlob:
 
     async def refresh(self) -> None:
         await self._blob.refresh()
+
+
+async def _settle(task: asyncio.Future[None]) -> None:
+    """Wait for ``task`` after the work beside it failed; its own failure is logged, not raised over that one."""
+    try:
+        await task
+    except Exception as exc:
+        log.warning("FUSE mount start failed too: %s", exc)
 
 
 def _last_lazy_layer(layer: RemoteLayer) -> str:
