@@ -5,6 +5,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
+from soci.errors import FormatError
 from soci.formats import gojson
 from soci.formats.gojson import GoMap
 
@@ -51,3 +52,30 @@ def test_field_lookup_is_case_insensitive_like_go() -> None:
     assert gojson.field({"MediaType": "x"}, "mediaType") == "x"
     assert gojson.field({"mediaType": "exact", "MEDIATYPE": "fold"}, "mediaType") == "exact"
     assert gojson.field({}, "mediaType") is None
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+_tricky_strings = st.text(alphabet='[]{}"\\ab', max_size=12)
+_nested = st.recursive(
+    _tricky_strings | st.integers(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_tricky_strings, inner, max_size=3),
+    max_leaves=40,
+)
+
+
+@given(_nested, st.integers(min_value=0, max_value=6))
+def test_depth_check_counts_only_brackets_outside_strings(value: object, limit: int) -> None:
+    data = json.dumps(value).encode()
+    try:
+        gojson.check_depth(data, "doc", limit)
+    except FormatError:
+        assert _depth(value) > limit
+    else:
+        assert _depth(value) <= limit

@@ -114,7 +114,9 @@ def pretty(value: Any) -> str:
 # the C decoder and our encoders recurse once per level. Real manifests, indexes and configs nest under 10.
 MAX_JSON_DEPTH = 256
 
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# unrolled ("normal* (special normal*)*"): one class match per run of plain characters, not one alternation per
+# character, which made a 4.6 MB load order document's check take 0.19 s instead of 0.03 s
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKET = re.compile(rb"[\[\]{}]")
 
 

@@ -9,6 +9,7 @@ document of that name.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -103,7 +104,10 @@ async def fetch_load_order(client: RegistryClient, repo: str, subject_digest: st
         )
     if layers[0].size > lo.MAX_DOCUMENT_BYTES:
         raise FormatError(f"load order {name!r} is {layers[0].size} bytes, over the limit of {lo.MAX_DOCUMENT_BYTES}")
-    document = lo.parse(await client.get_blob(repo, layers[0].digest, layers[0].size), f"load order {name!r}")
+    data = await client.get_blob(repo, layers[0].digest, layers[0].size)
+    # a document with fetch points is megabytes of JSON and base64 (0.1 s to check and decode): off the event
+    # loop, which meanwhile answers the pull's next Prepare
+    document = await asyncio.to_thread(lo.parse, data, f"load order {name!r}")
     if document.name != name:
         raise FormatError(
             f"load order artifact {stored.manifest_digest} is called {name!r} but holds {document.name!r}"
