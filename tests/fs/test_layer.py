@@ -22,8 +22,8 @@ from soci.errors import DataLoss, FormatError
 from soci.formats.digest import digest_hex
 from soci.formats.soci_index import PrefetchSpan
 from soci.formats.ztoc_codec import marshal_ztoc
-from soci.fs.background import BackgroundFetcher
 from soci.fs import layer as layer_module
+from soci.fs.background import BackgroundFetcher
 from soci.fs.layer import LayerRequest, LayerResolver, check_gzip_header
 from soci.fs.options import FsOptions, PrefetchOptions
 from soci.fs.spans import SpanState

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,27 +52,19 @@ def soci(root: Path, *args: str) -> str:
     return result.output
 
 
-def _blob_gets(registry: RegistryServer, digest: str) -> int:
-    """Completed GETs of a blob, from the registry's request log."""
-    uri = re.compile(rf"http\.request\.uri=\"?/v2/[^ ]*/blobs/{re.escape(digest)}")
-    return sum(
-        1
-        for line in registry.log_path.read_text().splitlines()
-        if 'msg="response completed' in line and "http.request.method=GET" in line and uri.search(line)
-    )
-
-
 def test_convert_remote_then_skopeo_pull(
     registry: RegistryServer, image: tuple[str, list[Layer]], tmp_path: Path
 ) -> None:
     src, layers = image
     dst = f"{registry.host}/remote/app:v1-soci"
-    gets_before = {layer.descriptor().digest: _blob_gets(registry, layer.descriptor().digest) for layer in layers}
+    gets_before = {
+        layer.descriptor().digest: registry.completed_gets("blobs", layer.descriptor().digest) for layer in layers
+    }
     soci(tmp_path / "root", "convert", "--remote", "--plain-http", "--min-layer-size", "0",
          "--span-size", "65536", src, dst)  # fmt: skip
     for layer in layers:  # each layer streamed exactly once, and mounted (not downloaded again) for the push
         digest = layer.descriptor().digest
-        assert _blob_gets(registry, digest) - gets_before[digest] == 1, digest
+        assert registry.completed_gets("blobs", digest) - gets_before[digest] == 1, digest
 
     out = tmp_path / "pulled"
     subprocess.run(

@@ -251,6 +251,19 @@ async def test_indexed_layer_becomes_a_remote_snapshot(make: Make, images: dict[
     assert list(sn.snapshots_dir.iterdir()) == []
 
 
+async def test_the_image_manifest_is_fetched_once_for_the_mount_and_the_index_lookup(
+    make: Make, images: dict[str, Image], registry: RegistryServer
+) -> None:
+    harness: Harness = await make()
+    image = images["indexed"]
+    labels = image.labels(0)
+    manifest = labels[lb.CRI_MANIFEST_DIGEST]
+    before = registry.completed_gets("manifests", manifest)
+    with pytest.raises(AlreadyExists):
+        await harness.snapshotter.prepare("k-once", "", labels)
+    assert registry.completed_gets("manifests", manifest) - before == 1
+
+
 async def test_upper_layers_ztocs_are_fetched_while_a_lower_layer_mounts(make: Make, images: dict[str, Image]) -> None:
     harness: Harness = await make()
     sn, image = harness.snapshotter, images["indexed"]

@@ -10,6 +10,7 @@ The result says which path found the index, or why none was found.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from soci.errors import DataLoss, NoIndexError
@@ -38,8 +39,13 @@ async def discover_index(
     explicit_digest: str = "",
     v2_enabled: bool = True,
     v1_enabled: bool = False,
+    manifest: Awaitable[Manifest] | None = None,
 ) -> Discovery:
-    """The index to use for ``manifest_digest``; NoIndexError (with the reason) when there is none."""
+    """The index to use for ``manifest_digest``; NoIndexError (with the reason) when there is none.
+
+    ``manifest``: the image manifest being fetched by the caller anyway (a task), awaited only when its v2
+    annotation is looked at; without it the manifest is fetched here.
+    """
     if explicit_digest:
         log.info("using provided soci index digest", extra={"digest": explicit_digest})
         return Discovery(explicit_digest, FOUND_EXPLICIT)
@@ -47,9 +53,12 @@ async def discover_index(
         raise NoIndexError("all lazy pull modes are disabled")
     if v2_enabled:
         log.debug("checking for soci v2 index annotation", extra={"manifest": manifest_digest})
-        data, _, _ = await client.get_manifest(repo, manifest_digest)
-        manifest = Manifest.unmarshal(data, f"image manifest {manifest_digest}")
-        digest = (manifest.annotations or {}).get(si.ANNOTATION_INDEX_DIGEST, "")
+        if manifest is None:
+            data, _, _ = await client.get_manifest(repo, manifest_digest)
+            image = Manifest.unmarshal(data, f"image manifest {manifest_digest}")
+        else:
+            image = await manifest
+        digest = (image.annotations or {}).get(si.ANNOTATION_INDEX_DIGEST, "")
         if digest:
             log.info("using soci v2 index annotation", extra={"digest": digest})
             return Discovery(digest, FOUND_V2_ANNOTATION)

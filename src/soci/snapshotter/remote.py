@@ -292,14 +292,20 @@ class SociRemoteFS:
         reference = parse_reference(source.image_ref)
         client = self._resolver.client_for(source.image_ref)
         repo = reference.path
-        # the referrers lookup needs only the manifest's digest: it runs beside the manifest's own fetch (one
-        # round trip less before the first layer mounts)
-        finding = asyncio.get_running_loop().create_task(self._find_index(client, repo, source))
-        try:
+
+        async def fetch_manifest() -> Manifest:
             data, media_type, _ = await client.get_manifest(repo, source.manifest_digest)
             if media_type in INDEX_MEDIA_TYPES:
                 raise FormatError(f"{source.manifest_digest} is an image index, not an image manifest")
-            manifest = Manifest.unmarshal(data, f"image manifest {source.manifest_digest}")
+            return Manifest.unmarshal(data, f"image manifest {source.manifest_digest}")
+
+        loop = asyncio.get_running_loop()
+        fetching = loop.create_task(fetch_manifest())
+        fetching.add_done_callback(mark_retrieved)
+        # one fetch of the manifest serves both; the v1 referrers lookup needs only its digest and runs beside it
+        finding = loop.create_task(self._find_index(client, repo, source, fetching))
+        try:
+            manifest = await fetching
         except BaseException:
             finding.cancel()
             await asyncio.gather(finding, return_exceptions=True)
@@ -311,7 +317,7 @@ class SociRemoteFS:
         return _ImageContext(repo, manifest, index, index_digest)
 
     async def _find_index(
-        self, client: RegistryClient, repo: str, source: LayerSource
+        self, client: RegistryClient, repo: str, source: LayerSource, manifest: Awaitable[Manifest]
     ) -> tuple[str, si.SociIndex] | str:
         """``(digest, index)`` of the image's SOCI index, or why it has none."""
         try:
@@ -322,6 +328,7 @@ class SociRemoteFS:
                 explicit_digest=source.index_digest,
                 v2_enabled=self._soci_v2,
                 v1_enabled=self._soci_v1,
+                manifest=manifest,
             )
             index = await self._timed(m.OP_SOCI_INDEX_FETCH, "", fetch_index(client, repo, found.index_digest))
         except NoIndexError as exc:

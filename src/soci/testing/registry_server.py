@@ -632,6 +632,15 @@ class RegistryServer:
         data = json.dumps(manifest, separators=(",", ":")).encode()
         return self.push_manifest(repo, tag, data), data
 
+    def completed_gets(self, kind: str, reference: str) -> int:
+        """Completed GETs of ``/v2/<repo>/<kind>/<reference>`` (kind: blobs or manifests), from the request log."""
+        uri = re.compile(rf"http\.request\.uri=\"?/v2/[^ ]*/{re.escape(kind)}/{re.escape(reference)}(?:[\" ?]|$)")
+        return sum(
+            1
+            for line in self.log_path.read_text().splitlines()
+            if 'msg="response completed' in line and "http.request.method=GET" in line and uri.search(line)
+        )
+
     def bytes_served(self, digest: str) -> int:
         """Blob bytes this registry has sent for ``digest``, from its request log."""
         total = 0
