@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 _HERE = str(Path(__file__).parent)
@@ -17,7 +18,16 @@ import itertools  # noqa: E402
 
 import pytest  # noqa: E402
 
+from soci.testing.registry_server import RegistryServer  # noqa: E402
+
 _counter = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[RegistryServer]:
+    """A docker-registry on loopback, one per test module."""
+    with RegistryServer() as server:
+        yield server
 
 
 @pytest.fixture

@@ -16,12 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from fs_layers import BuiltLayer
 
 from soci.fs.layer import Layer, LayerRequest, LayerResolver
 from soci.fs.mount import LazyMount, is_mount_point, unmount
 from soci.fs.options import FsOptions
 from soci.registry import RegistryClient, RemoteBlob, TransportOptions
+from soci.testing.registry_server import registry_available
 
 FAST_RETRIES = TransportOptions(max_retries=2, min_wait_msec=10, max_wait_msec=50, response_header_timeout_msec=10_000)
 
@@ -37,6 +39,20 @@ class Served:
     client: RegistryClient
     paths: dict[str, Path] = field(default_factory=dict)
     layers: dict[str, Layer] = field(default_factory=dict)
+
+
+def needs_fuse_and_registry(timeout_sec: int, *more: pytest.MarkDecorator) -> list[pytest.MarkDecorator]:
+    """The ``pytestmark`` of a test module that serves layers through FUSE from a docker-registry."""
+    return [
+        pytest.mark.root,
+        pytest.mark.fuse,
+        pytest.mark.registry,
+        *more,
+        pytest.mark.timeout(timeout_sec),
+        pytest.mark.skipif(
+            not (fuse_usable() and registry_available()), reason="needs root, /dev/fuse, docker-registry"
+        ),
+    ]
 
 
 async def layer_request(client: RegistryClient, repo: str, built: BuiltLayer) -> LayerRequest:

@@ -12,35 +12,22 @@ import io
 import json
 import os
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 from fs_layers import BuiltLayer, build_layer, every_entry_type_tar
-from fs_serve import fuse_usable, serve
+from fs_serve import needs_fuse_and_registry, serve
 
 from soci.errors import FormatError
 from soci.fs.options import BlobOptions, FsOptions
 from soci.registry.transport import CORRUPT_ANSWER_RETRIES
 from soci.testing.fault_proxy import Fault, FaultProxy
-from soci.testing.registry_server import RegistryServer, registry_available
+from soci.testing.registry_server import RegistryServer
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.fuse,
-    pytest.mark.registry,
-    pytest.mark.timeout(180),
-    pytest.mark.skipif(not (fuse_usable() and registry_available()), reason="needs root, /dev/fuse, docker-registry"),
-]
+pytestmark = needs_fuse_and_registry(180)
 
 FILE = "data/text.txt"  # 900 kB over several 64 KiB spans
-
-
-@pytest.fixture(scope="module")
-def registry() -> Iterator[RegistryServer]:
-    with RegistryServer() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

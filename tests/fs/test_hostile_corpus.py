@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fs_serve import fuse_usable
+from fs_serve import needs_fuse_and_registry
 from fs_soci_mount import SOCI, SociMount
 
 from soci.formats.digest import sha256_digest
@@ -32,15 +32,9 @@ from soci.formats.soci_index import (
 from soci.fs.mount import clean_stale_mounts
 from soci.registry import RegistryClient
 from soci.testing.images import Layer, write_oci_layout
-from soci.testing.registry_server import RegistryServer, registry_available
+from soci.testing.registry_server import RegistryServer
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.fuse,
-    pytest.mark.registry,
-    pytest.mark.timeout(300),
-    pytest.mark.skipif(not (fuse_usable() and registry_available()), reason="needs root, /dev/fuse, docker-registry"),
-]
+pytestmark = needs_fuse_and_registry(300)
 
 CORPUS = Path(__file__).parent.parent / "data" / "hostile"
 GOLDEN = Path(__file__).parent.parent / "data" / "golden" / "ztoc"
@@ -48,12 +42,6 @@ CASES: dict[str, dict[str, str]] = json.loads((CORPUS / "cases.json").read_text(
 RSS_BOUND_KIB = 1 << 20  # 1 GiB
 MOUNT_WAIT_SEC = 120
 READ_WAIT_SEC = 120
-
-
-@pytest.fixture(scope="module")
-def registry() -> object:
-    with RegistryServer() as server:
-        yield server
 
 
 def _push_image(registry: RegistryServer, work: Path, repo: str, layer: Layer) -> str:

@@ -11,7 +11,6 @@ import dataclasses
 import errno
 import json
 import os
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -32,25 +31,13 @@ from fs_layers import (
     every_entry_type_tar,
     upper_layer_tar,
 )
-from fs_serve import fuse_usable, layer_request, overlay, serve
+from fs_serve import layer_request, needs_fuse_and_registry, overlay, serve
 
 from soci.fs.layer import LayerRequest, LayerResolver
 from soci.fs.mount import LazyMount
-from soci.testing.registry_server import RegistryServer, registry_available
+from soci.testing.registry_server import RegistryServer
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.fuse,
-    pytest.mark.registry,
-    pytest.mark.timeout(300),
-    pytest.mark.skipif(not (fuse_usable() and registry_available()), reason="needs root, /dev/fuse, docker-registry"),
-]
-
-
-@pytest.fixture(scope="module")
-def registry() -> Iterator[RegistryServer]:
-    with RegistryServer() as server:
-        yield server
+pytestmark = needs_fuse_and_registry(300)
 
 
 def push(registry: RegistryServer, repo: str, *layers: BuiltLayer) -> None:

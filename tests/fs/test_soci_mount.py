@@ -17,21 +17,14 @@ from pathlib import Path
 import pytest
 from fs_compare import Node, differences, extract, hard_link_groups, overlay_described, snapshot
 from fs_layers import TarWriter, every_entry_type_tar
-from fs_serve import fuse_usable
+from fs_serve import needs_fuse_and_registry
 from fs_soci_mount import SociMount
 
 from soci.fs.mount import clean_stale_mounts, mounts
 from soci.testing.images import Layer, write_oci_layout
-from soci.testing.registry_server import RegistryServer, registry_available
+from soci.testing.registry_server import RegistryServer
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.fuse,
-    pytest.mark.registry,
-    pytest.mark.slow,
-    pytest.mark.timeout(300),
-    pytest.mark.skipif(not (fuse_usable() and registry_available()), reason="needs root, /dev/fuse, docker-registry"),
-]
+pytestmark = needs_fuse_and_registry(300, pytest.mark.slow)
 
 # `soci mount` is registered in soci.cli.main by the lead; until then the test adds it itself
 

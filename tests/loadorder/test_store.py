@@ -108,6 +108,13 @@ class _Counts:
         self.counts.append((operation, layer))
 
 
+def _counted_service(root: Path, options: LoadOrderOptions) -> tuple[LoadOrderService, _Counts]:
+    service = LoadOrderService(root, options)
+    counts = _Counts()
+    service.set_metrics(counts)
+    return service, counts
+
+
 async def test_bad_documents_are_rejected_with_a_message_and_never_fail_the_mount(
     registry: RegistryServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -130,9 +137,7 @@ async def test_bad_documents_are_rejected_with_a_message_and_never_fail_the_moun
             for name, data in bad.items():
                 await _push_raw(client, repo, subject, name, data)
             for name, message in expected.items():
-                service = LoadOrderService(tmp_path, LoadOrderOptions())
-                counts = _Counts()
-                service.set_metrics(counts)
+                service, counts = _counted_service(tmp_path, LoadOrderOptions())
                 resolver = LayerResolver(tmp_path, executor=executor)
                 opened = await resolver.acquire(request)
                 image = MountedImage(client, repo, f"{registry.host}/{repo}:v1", subject.digest, (LAYER.digest,),
@@ -160,9 +165,7 @@ async def test_a_good_document_is_chosen_logged_counted_and_replayed(
     with ThreadPoolExecutor(2) as executor:
         async with RegistryClient(registry.host, plain_http=True) as client:
             await push_load_order(client, repo, subject, _document())
-            service = LoadOrderService(tmp_path, LoadOrderOptions(default="heads"))
-            counts = _Counts()
-            service.set_metrics(counts)
+            service, counts = _counted_service(tmp_path, LoadOrderOptions(default="heads"))
             resolver = LayerResolver(tmp_path, executor=executor)
             opened = await resolver.acquire(request)
             try:
@@ -229,9 +232,7 @@ async def test_the_document_is_fetched_while_the_first_layer_is_prepared_and_onl
     with ThreadPoolExecutor(2) as executor:
         async with RegistryClient(registry.host, plain_http=True) as client:
             await push_load_order(client, repo, subject, _document())
-            service = LoadOrderService(tmp_path, LoadOrderOptions(default="heads"))
-            counts = _Counts()
-            service.set_metrics(counts)
+            service, counts = _counted_service(tmp_path, LoadOrderOptions(default="heads"))
             image = MountedImage(client, repo, f"{registry.host}/{repo}:v1", subject.digest, (LAYER.digest,))
             service.image_preparing(image)
             await service.wait_idle()
