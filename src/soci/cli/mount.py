@@ -189,9 +189,8 @@ async def _mounted_image(request: MountRequest, fuse_dir: Path) -> AsyncIterator
     held: list[Layer] = []
     try:
         manifest_digest, manifest = await _image_manifest(client, ref.path, ref.object, request.platform)
-        discovery = await discover_index(
-            client, ref.path, manifest_digest, explicit_digest=request.index_digest, v1_enabled=request.soci_v1
-        )
+        discovery = await discover_index(client, ref.path, manifest_digest, explicit_digest=request.index_digest,
+                                         v1_enabled=request.soci_v1, manifest=manifest)  # fmt: skip
         index = await fetch_index(client, ref.path, discovery.index_digest)
         log.info("SOCI index %s (%s)", index.digest, discovery.found_by)
         async with LazyMount(fuse_dir, request.options.fuse) as fuse:

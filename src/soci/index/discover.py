@@ -39,12 +39,12 @@ async def discover_index(
     explicit_digest: str = "",
     v2_enabled: bool = True,
     v1_enabled: bool = False,
-    manifest: Awaitable[Manifest] | None = None,
+    manifest: Manifest | Awaitable[Manifest] | None = None,
 ) -> Discovery:
     """The index to use for ``manifest_digest``; NoIndexError (with the reason) when there is none.
 
-    ``manifest``: the image manifest being fetched by the caller anyway (a task), awaited only when its v2
-    annotation is looked at; without it the manifest is fetched here.
+    ``manifest``: the image manifest the caller holds, or is fetching anyway (a task, awaited only when its v2
+    annotation is looked at); without it the manifest is fetched here.
     """
     if explicit_digest:
         log.info("using provided soci index digest", extra={"digest": explicit_digest})
@@ -56,6 +56,8 @@ async def discover_index(
         if manifest is None:
             data, _, _ = await client.get_manifest(repo, manifest_digest)
             image = Manifest.unmarshal(data, f"image manifest {manifest_digest}")
+        elif isinstance(manifest, Manifest):
+            image = manifest
         else:
             image = await manifest
         digest = (image.annotations or {}).get(si.ANNOTATION_INDEX_DIGEST, "")
