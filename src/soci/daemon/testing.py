@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -54,6 +56,8 @@ class SnapshotterProcess:
         self._log_offset = 0
         # unix socket paths are limited to ~104 bytes, and test directories are long
         self.socket_dir = Path(tempfile.mkdtemp(prefix="soci-"))
+        # not at stop(): a restarted daemon listens at the same path, which containerd's config names
+        weakref.finalize(self, shutil.rmtree, self.socket_dir, ignore_errors=True)
 
     @property
     def socket(self) -> Path:
