@@ -29,6 +29,8 @@ from soci.testing.registry_server import RegistryServer
 REPO = Path(__file__).resolve().parents[2]
 SOCI = str(REPO / ".venv" / "bin" / "soci")
 STARGZ_BIN = Path(__file__).resolve().parent / ".cache" / "bin"
+DAEMON_LOG_LEVEL = os.environ.get("SOCI_BENCH_LOG_LEVEL", "info")
+"""The timed runs' daemon log level (``debug`` shows, among others, the reads a load order document missed)."""
 
 
 def sh(*args: str, timeout: float = 1800) -> str:
@@ -198,7 +200,7 @@ class SociLazy(Contender):
         return f"{bench.pull_host}/{repo}:{self.tag}"
 
     def services(self, run_dir: Path) -> tuple[ContainerdServer, SnapshotterProcess | subprocess.Popen[bytes] | None]:
-        daemon = SnapshotterProcess(run_dir / "daemon", log_level="info", config=self.daemon_config)
+        daemon = SnapshotterProcess(run_dir / "daemon", log_level=DAEMON_LOG_LEVEL, config=self.daemon_config)
         return ContainerdServer(run_dir / "containerd"), daemon
 
     def plugins(self, daemon: object, run_dir: Path) -> dict[str, Path]:

@@ -304,6 +304,9 @@ class SpanManager:
                     self._readahead(self.span_of(min(served[1], self._usize - 1)), readahead_limit)
                 return served[0]
         first, last = self.span_of(start), self.span_of(end - 1)
+        if self._planned and any(self._states[i] is SpanState.UNREQUESTED for i in range(first, last + 1)):
+            # a read the document did not foresee: what tells a recording that missed reads from one that is stale
+            log.debug("%s: read %d-%d is in no fetch point; loading spans %d-%d", self.name, start, end, first, last)
         fresh = await self._ensure(first, last)
         sequential = readahead_limit is not None
         pieces: list[bytes] = []
