@@ -26,7 +26,7 @@ from soci.formats.ztoc_codec import marshal_ztoc
 from soci.fs.layer import Layer, LayerRequest, LayerResolver
 from soci.fs.ztoc_reader import load_ztoc
 from soci.index.ztoc_builder import build_ztoc
-from soci.loadorder.fetchpoints import layer_fetch_points
+from soci.loadorder.fetchpoints import LEAD, layer_fetch_points
 from soci.loadorder.replay import plan_spans, replay
 
 pytestmark = pytest.mark.timeout(60)
@@ -64,13 +64,13 @@ class _Layer:
         blob = CountingBlob(self.blob)
         return LayerRequest(self.digest, "sha256:" + hashlib.sha256(self.ztoc).hexdigest(), self.ztoc, blob), blob
 
-    async def fetch_points(self, segments: list[Segment]) -> tuple[FetchPoint, ...]:
+    async def fetch_points(self, segments: list[Segment], lead: int = LEAD) -> tuple[FetchPoint, ...]:
         info, tree = load_ztoc(self.ztoc)
         zinfo = zinfo_from_blob(info.compression_algorithm, info.checkpoints)
         assert isinstance(zinfo, GzipZinfo)
         blob = CountingBlob(self.blob)
         return await layer_fetch_points(tree, zinfo, info.span_digests, info.compressed_archive_size, segments,
-                                        blob.read_at)  # fmt: skip
+                                        blob.read_at, lead=lead)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +159,68 @@ async def test_a_read_ahead_of_the_replay_fetches_its_point_not_the_spans(
         result = await replay(opened, segments, name="late", fetch_points=points)
         assert (result.fetch_points, result.failed_runs) == (len(points), 0)
         assert sorted(blob.reads[before:]) == fetched  # the replay found every point loaded
+
+
+async def _neighbouring_points(layer: _Layer) -> tuple[str, int, FetchPoint, FetchPoint]:
+    """Two points of one file that meet at a block boundary, with the file's name and data offset in the tar."""
+    name = list(layer.files)[4]
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer.blob))) as tar:
+        data_offset = tar.getmember(name).offset_data
+    (head,) = await layer.fetch_points([Segment(name, 0, 8192)], lead=0)
+    boundary = head.uncompressed_end - data_offset
+    assert 8192 < boundary < len(layer.files[name]) - 8192, "the layer's first block ends outside the file"
+    # the segment's run and its tar header's run: the header's point is at the file's start
+    tail = max(await layer.fetch_points([Segment(name, boundary, 4096)], lead=0), key=lambda p: p.uncompressed_offset)
+    assert tail.uncompressed_offset == head.uncompressed_end  # the next run starts in the block after the first
+    return name, boundary, head, tail
+
+
+async def test_a_read_across_neighbouring_points_is_served_from_both(
+    layer: _Layer, tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    """Runs of one file can yield points that meet at a block boundary; a read across it (the kernel's readahead
+    reads beyond what was recorded) is served from the two points, not from the whole spans under them."""
+    name, boundary, head, tail = await _neighbouring_points(layer)
+    expected = layer.files[name][boundary - 100 : boundary + 100]
+    async with _opened(layer, tmp_path, executor) as (opened, blob):
+        ino = opened.tree.resolve(name.encode())
+        segments = [Segment(name, 0, 8192), Segment(name, boundary, 4096)]
+        result = await replay(opened, segments, name="neighbours", fetch_points=[head, tail])
+        assert (result.fetch_points, result.spans) == (2, 0)
+        await opened.spans.wait_idle()
+        settled = len(blob.reads)
+        assert await opened.reader.read(ino, boundary - 100, 200) == expected
+        assert blob.reads[settled:] == []
+    async with _opened(layer, tmp_path / "planned", executor) as (opened, blob):
+        opened.spans.plan_points([head, tail])  # the replay has fetched neither yet
+        before = len(blob.reads)
+        assert await opened.reader.read(opened.tree.resolve(name.encode()), boundary - 100, 200) == expected
+        assert sorted(blob.reads[before:]) == sorted((p.first_byte, p.compressed_end - p.first_byte)
+                                                     for p in (head, tail))  # fmt: skip
+
+
+async def test_a_point_starts_a_lead_before_its_segment_within_the_file(
+    layer: _Layer, tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    """The kernel reads around a faulting page, so a replayed start reads somewhat before what its recording read:
+    the point begins ``LEAD`` bytes earlier in the file, and a read there takes the point, not whole spans."""
+    name = list(layer.files)[9]
+    offset = 200_000
+    assert LEAD < offset < len(layer.files[name]) - 8192
+    segment = Segment(name, offset, 4096)
+    exact = max(await layer.fetch_points([segment], lead=0), key=lambda p: p.uncompressed_offset)
+    led = max(await layer.fetch_points([segment]), key=lambda p: p.uncompressed_offset)
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer.blob))) as tar:
+        data_offset = tar.getmember(name).offset_data
+    assert led.uncompressed_offset <= data_offset + offset - LEAD < exact.uncompressed_offset
+    async with _opened(layer, tmp_path, executor) as (opened, blob):
+        await replay(opened, [segment], name="lead", fetch_points=[led])
+        await opened.spans.wait_idle()
+        settled = len(blob.reads)
+        early = offset - LEAD
+        ino = opened.tree.resolve(name.encode())
+        assert await opened.reader.read(ino, early, 8192) == layer.files[name][early : early + 8192]
+        assert blob.reads[settled:] == []
 
 
 def _tamper(point: FetchPoint, what: str) -> FetchPoint:

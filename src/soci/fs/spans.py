@@ -43,11 +43,15 @@ _T = TypeVar("_T")
 
 SpanBytes = bytes | bytearray
 """An uncompressed span: freshly inflated spans stay in the buffer they were inflated into."""
+_PointSource = FetchPoint | asyncio.Future[SpanBytes | None] | None
+"""Where a fetch point's bytes are: the replay has yet to fetch it, in flight, or (None) in the cache."""
 
 MAX_RUN_BYTES = 32 << 20
+"""Adjacent spans are merged into one request up to this many compressed bytes."""
+MAX_POINT_CHAIN = 8
+"""Fetch points one read is served from at most (a read straddles two, rarely more)."""
 CACHED_READAHEAD_SPANS = 4
 CACHED_ADVISE_SPANS = 8
-"""Adjacent spans are merged into one request up to this many compressed bytes."""
 
 
 class SpanState(enum.Enum):
@@ -290,12 +294,7 @@ class SpanManager:
         if start >= end:
             return b""
         if self._pieces or self._piece_waits or self._planned:
-            served = await self._read_piece(start, end)
-            if served is None and (point := self._planned_for(start, end)) is not None:
-                # the replay has not got to this point yet: take it now rather than whole spans (it falls back
-                # to the spans itself if it fails)
-                await self.fetch_point(point)
-                served = await self._read_piece(start, end)
+            served = await self._read_points(start, end)
             if served is not None:
                 # spans after a fetch point are loaded ahead only for a reader that got to its end: the workload
                 # read no further when it was recorded, and loading whole spans after every head read would undo
@@ -389,17 +388,6 @@ class SpanManager:
             i = bisect.bisect_right(self._planned_starts, point.uncompressed_offset)
             self._planned_starts.insert(i, point.uncompressed_offset)
             self._planned.insert(i, point)
-
-    def _planned_for(self, start: int, end: int) -> FetchPoint | None:
-        """A planned point holding ``[start, end)`` that costs no more bytes than the spans holding it."""
-        first, last = self.span_of(start), self.span_of(end - 1)
-        spans_bytes = self._cend[last] - self._cstart[first]
-        i = bisect.bisect_right(self._planned_starts, start)
-        for j in range(i - 1, max(i - 3, -1), -1):  # neighbouring points may overlap by a block
-            point = self._planned[j]
-            if point.uncompressed_end >= end and point.compressed_end - point.first_byte <= spans_bytes:
-                return point
-        return None
 
     async def fetch_point(self, point: FetchPoint) -> None:
         """Load a load order document's fetch point; return once its compressed bytes have arrived.
@@ -722,24 +710,70 @@ class SpanManager:
                 return self._pieces[j]
         return None
 
-    async def _read_piece(self, start: int, end: int) -> tuple[bytes, int] | None:
-        """``[start, end)`` from a fetch point (waiting for one in flight), with its end; None if none has it."""
-        for (lo, hi), future in list(self._piece_waits.items()):
-            if lo <= start and end <= hi:
-                data = await asyncio.shield(future)
-                if data is not None:
-                    return bytes(memoryview(data)[start - lo : end - lo]), hi
-                break
-        piece = self._piece_covering(start, end)
-        if piece is None:
+    async def _read_points(self, start: int, end: int) -> tuple[bytes, int] | None:
+        """``[start, end)`` from fetch points, with the end of the last one; None when they do not hold it all.
+
+        A read may straddle neighbouring points (runs of one file whose block boundaries meet), so it is served
+        from a chain of them. Points the replay has not got to yet are fetched now, rather than whole spans,
+        when they cost no more bytes than those spans (a point that fails falls back to its spans itself).
+        """
+        chain = self._point_chain(start, end, planned=True)
+        if chain is None:
             return None
-        lo, hi = piece
-        data = await self._in_thread(self._cache.read, piece_key(lo, hi), start - lo, end - start)
-        if data is None or len(data) != end - start:
-            i = self._pieces.index(piece)  # evicted from the cache: whole spans serve it from now on
-            del self._pieces[i], self._piece_starts[i]
-            return None
-        return data, hi
+        todo = [source for _, _, source in chain if isinstance(source, FetchPoint)]
+        if todo:
+            first, last = self.span_of(start), self.span_of(end - 1)
+            if sum(p.compressed_end - p.first_byte for p in todo) > self._cend[last] - self._cstart[first]:
+                return None
+            await asyncio.gather(*(self.fetch_point(p) for p in todo))
+            chain = self._point_chain(start, end, planned=False)
+            if chain is None:
+                return None
+        parts: list[bytes] = []
+        for lo, hi, source in chain:
+            a, b = max(start, lo), min(end, hi)
+            if isinstance(source, asyncio.Future):
+                data = await asyncio.shield(source)
+                if data is None:  # the point failed its checks: its spans serve the read
+                    return None
+                parts.append(bytes(memoryview(data)[a - lo : b - lo]))
+                continue
+            piece = await self._in_thread(self._cache.read, piece_key(lo, hi), a - lo, b - a)
+            if piece is None or len(piece) != b - a:
+                i = self._pieces.index((lo, hi))  # evicted from the cache: whole spans serve it from now on
+                del self._pieces[i], self._piece_starts[i]
+                return None
+            parts.append(piece)
+        return (parts[0] if len(parts) == 1 else b"".join(parts)), chain[-1][1]
+
+    def _point_chain(self, start: int, end: int, *, planned: bool) -> list[tuple[int, int, _PointSource]] | None:
+        """Points that hold ``[start, end)`` between them, in order: loaded ones first, then ones in flight, then
+        (``planned``) ones the replay has not fetched; None if there is a hole."""
+        chain: list[tuple[int, int, _PointSource]] = []
+        at = start
+        while at < end and len(chain) < MAX_POINT_CHAIN:
+            best: tuple[int, int, _PointSource] | None = None
+            i = bisect.bisect_right(self._piece_starts, at)
+            for j in range(i - 1, max(i - 3, -1), -1):  # neighbouring points may overlap by a block
+                lo, hi = self._pieces[j]
+                if lo <= at < hi and (best is None or hi > best[1]):
+                    best = (lo, hi, None)
+            if best is None or best[1] < end:
+                for (lo, hi), future in self._piece_waits.items():
+                    if lo <= at < hi and (best is None or hi > best[1]):
+                        best = (lo, hi, future)
+            if best is None and planned:
+                i = bisect.bisect_right(self._planned_starts, at)
+                for j in range(i - 1, max(i - 3, -1), -1):
+                    point = self._planned[j]
+                    hi = min(point.uncompressed_end, self._usize)
+                    if point.uncompressed_offset <= at < hi and (best is None or hi > best[1]):
+                        best = (point.uncompressed_offset, hi, point)
+            if best is None:
+                return None
+            chain.append(best)
+            at = best[1]
+        return chain if at >= end else None
 
     async def _fetch(self, first: int, last: int) -> bytes:
         """Compressed bytes of spans ``first..last`` in one range request."""
