@@ -21,6 +21,7 @@ from fs_layers import BuiltLayer, build_layer, build_plain_layer, every_entry_ty
 from soci.errors import DataLoss, FormatError
 from soci.formats.digest import digest_hex
 from soci.formats.soci_index import PrefetchSpan
+from soci.formats.zinfo import GzipZinfo
 from soci.formats.ztoc_codec import marshal_ztoc
 from soci.fs import layer as layer_module
 from soci.fs.background import BackgroundFetcher
@@ -117,6 +118,26 @@ async def test_the_gzip_header_is_fetched_while_the_toc_is_parsed(
     assert overlapped == [True]
     assert blob.reads[0][0] == 0  # the gzip header
     await opened.aclose()
+
+
+async def test_a_gzip_header_fetched_ahead_is_checked_and_needs_no_request(
+    layer: BuiltLayer, tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    length = GzipZinfo.from_blob(layer.ztoc.checkpoints).start_compressed_offset(0)
+    blob = MemoryBlob(layer.blob)
+    opened = await LayerResolver(tmp_path / "given", executor=executor).acquire(
+        request(layer, blob, gzip_header=layer.blob[:length])
+    )
+    assert blob.reads == []
+    await opened.aclose()
+    # corrupted on the way (or a short answer): fetched again, and the layer opens as always
+    for given in (b"\x00" * length, layer.blob[: length - 1]):
+        blob = MemoryBlob(layer.blob)
+        opened = await LayerResolver(tmp_path / f"bad-{len(given)}", executor=executor).acquire(
+            request(layer, blob, gzip_header=given)
+        )
+        assert blob.reads[:1] == [(0, length)]
+        await opened.aclose()
 
 
 async def test_wrong_max_span_id_is_rejected(layer: BuiltLayer, tmp_path: Path, executor: ThreadPoolExecutor) -> None:

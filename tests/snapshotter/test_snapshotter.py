@@ -264,8 +264,21 @@ async def test_the_image_manifest_is_fetched_once_for_the_mount_and_the_index_lo
     assert registry.completed_gets("manifests", manifest) - before == 1
 
 
+class KeepingMounter(UnpackingMounter):
+    """Mounts as the e2e mounter does and keeps what each mount was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers: list[RemoteLayer] = []
+
+    async def mount(self, mountpoint: Path, layer: RemoteLayer) -> None:
+        self.layers.append(layer)
+        await super().mount(mountpoint, layer)
+
+
 async def test_upper_layers_ztocs_are_fetched_while_a_lower_layer_mounts(make: Make, images: dict[str, Image]) -> None:
-    harness: Harness = await make()
+    mounter = KeepingMounter()
+    harness: Harness = await make(mounter=mounter)
     sn, image = harness.snapshotter, images["indexed"]
     lower, upper = (layer.descriptor().digest for layer in image.layers)
     with pytest.raises(AlreadyExists):
@@ -280,6 +293,10 @@ async def test_upper_layers_ztocs_are_fetched_while_a_lower_layer_mounts(make: M
         await sn.prepare("k1", image.labels(0)[lb.TARGET_SNAPSHOT_REF], image.labels(1))
     assert fetch_of((m.OP_ZTOC_FETCH, upper)) == 1, "the upper layer's mount fetched its zTOC a second time"
     assert len(system.mountpoints_under(sn.snapshots_dir)) == 2
+    # the upper layer's gzip header came with its zTOC, so its mount need not wait a round trip for it
+    blob = image.layers[1].blob
+    assert [layer.gzip_header for layer in mounter.layers] == [None, blob[: len(mounter.layers[1].gzip_header or b"")]]
+    assert mounter.layers[1].gzip_header and mounter.layers[1].gzip_header[:2] == b"\x1f\x8b"
 
 
 async def test_layer_without_ztoc_is_unpacked_locally(make: Make, images: dict[str, Image]) -> None:

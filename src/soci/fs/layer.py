@@ -28,7 +28,7 @@ from soci.cache.budget import CacheBudget, effective_limit
 from soci.errors import DataLoss, FormatError, SociError
 from soci.formats.digest import digest_hex, parse_digest
 from soci.formats.soci_index import PrefetchSpan
-from soci.formats.zinfo import GzipZinfo, zinfo_from_blob
+from soci.formats.zinfo import GzipZinfo, TarZinfo, zinfo_from_blob
 from soci.fs import metrics as fm
 from soci.fs.background import BackgroundFetcher
 from soci.fs.blob import BlobReader
@@ -61,6 +61,13 @@ class LayerRequest:
     """Present opaque directories with ``user.overlay.opaque`` instead of ``trusted.overlay.opaque``."""
     prefetch: tuple[PrefetchSpan, ...] = ()
     image_ref: str = ""
+    gzip_header: bytes | None = field(default=None, repr=False)
+    """The blob's first ``gzip_header_length`` bytes if already fetched (beside the zTOC); still checked."""
+
+
+def gzip_header_length(zinfo: GzipZinfo | TarZinfo) -> int:
+    """Blob bytes before the first span that must parse as a gzip header (0: not a gzip layer)."""
+    return zinfo.start_compressed_offset(0) if isinstance(zinfo, GzipZinfo) else 0
 
 
 class Layer:
@@ -237,9 +244,9 @@ class LayerResolver:
             header_bytes = 0
             header: asyncio.Task[None] | None = None
             async with asyncio.timeout(self.options.mount_timeout_sec):
-                if isinstance(zinfo, GzipZinfo):
+                header_bytes = gzip_header_length(zinfo)
+                if header_bytes:
                     # the header's round trip overlaps the TOC's parse, most of a mount's CPU time
-                    header_bytes = zinfo.start_compressed_offset(0)
                     header = loop.create_task(self._check_gzip_header(request, cache, header_bytes))
                 try:
                     info, tree = await loop.run_in_executor(self._executor, load_ztoc, request.ztoc)
@@ -299,6 +306,15 @@ class LayerResolver:
         if data is not None and len(data) == length:
             check_gzip_header(data, request.layer_digest)
             return
+        given = request.gzip_header
+        if given is not None and len(given) == length:
+            try:
+                check_gzip_header(given, request.layer_digest)
+            except FormatError as exc:  # fetched ahead and corrupted on the way: fetch it again, as below
+                log.info("%s", exc)
+            else:
+                cache.put(GZIP_HEADER_KEY, given)
+                return
 
         async def fetch() -> bytes:
             answer = await request.blob.read_at(0, length)

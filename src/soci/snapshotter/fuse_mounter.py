@@ -135,6 +135,7 @@ class FuseLayerMounter:
             userxattr=self._userxattr,
             image_ref=layer.source.image_ref,
             prefetch=await self._prefetch_spans(layer),
+            gzip_header=layer.gzip_header,
         )
         return await self._resolver.acquire(request)
 

@@ -26,6 +26,9 @@ from typing import Final, Protocol, TypeVar
 from soci.errors import DataLoss, FormatError, NoIndexError, NotFound, NoZtocError, SociError, Unavailable
 from soci.formats import soci_index as si
 from soci.formats.oci import INDEX_MEDIA_TYPES, Descriptor, Manifest
+from soci.formats.zinfo import zinfo_from_blob
+from soci.fs.layer import gzip_header_length
+from soci.fs.ztoc_reader import read_ztoc_info
 from soci.futures import mark_retrieved
 from soci.index.discover import discover_index, fetch_index
 from soci.registry import RegistryClient, parse_reference
@@ -88,6 +91,8 @@ class RemoteLayer:
     index: si.SociIndex
     index_digest: str
     manifest: Manifest
+    gzip_header: bytes | None = None
+    """The blob's gzip header when it was fetched ahead with the zTOC (unchecked: the mount checks it)."""
 
     @property
     def disable_xattrs(self) -> bool:
@@ -124,6 +129,14 @@ class UnavailableMounter:
 
     async def unmount(self, mountpoint: Path, *, discard: bool = False) -> None:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Ahead:
+    """A zTOC fetched before its layer's Prepare, with the layer's gzip header (None: not fetched)."""
+
+    ztoc: bytes
+    gzip_header: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +181,7 @@ class SociRemoteFS:
         self._contexts: OrderedDict[tuple[str, str, str], _ImageContext] = OrderedDict()
         self._context_locks = KeyedLocks()
         self._ztocs: OrderedDict[str, bytes] = OrderedDict()
-        self._ahead: dict[str, tuple[float, asyncio.Task[bytes]]] = {}
+        self._ahead: dict[str, tuple[float, asyncio.Task[_Ahead]]] = {}
         self._ahead_limit = asyncio.Semaphore(ZTOC_PREFETCH_CONCURRENCY)
 
     async def resolve(self, source: LayerSource) -> RemoteLayer:
@@ -185,8 +198,9 @@ class SociRemoteFS:
         client = self._resolver.client_for(source.image_ref)
         self._fetch_upper_ztocs(client, context, source.layer_digest)
         ztoc = _lru_get(self._ztocs, ztoc_descriptor.digest)
-        if ztoc is None:
-            ztoc = await self._claim_ahead(ztoc_descriptor.digest)
+        header = None
+        if ztoc is None and (ahead := await self._claim_ahead(ztoc_descriptor.digest)) is not None:
+            ztoc, header = ahead.ztoc, ahead.gzip_header
         if ztoc is None:
             ztoc = await self._timed(
                 m.OP_ZTOC_FETCH,
@@ -204,6 +218,7 @@ class SociRemoteFS:
             index=context.index,
             index_digest=context.index_digest,
             manifest=context.manifest,
+            gzip_header=header,
         )
 
     def _fetch_upper_ztocs(self, client: RegistryClient, context: _ImageContext, layer_digest: str) -> None:
@@ -232,11 +247,20 @@ class SociRemoteFS:
             task.add_done_callback(mark_retrieved)
             self._ahead[descriptor.digest] = (now, task)
 
-    async def _fetch_ahead(self, client: RegistryClient, repo: str, layer: str, descriptor: Descriptor) -> bytes:
+    async def _fetch_ahead(self, client: RegistryClient, repo: str, layer: str, descriptor: Descriptor) -> _Ahead:
         async with self._ahead_limit:
-            return await self._timed(m.OP_ZTOC_FETCH, layer, client.get_blob(repo, descriptor.digest, descriptor.size))
+            ztoc = await self._timed(m.OP_ZTOC_FETCH, layer, client.get_blob(repo, descriptor.digest, descriptor.size))
+        # the layer's gzip header too: its request would otherwise wait for the Prepare, one round trip per layer
+        try:
+            info = read_ztoc_info(ztoc)
+            length = gzip_header_length(zinfo_from_blob(info.compression_algorithm, info.checkpoints))
+            header = await client.read_blob_range(repo, layer, 0, length) if length else None
+        except (SociError, OSError) as exc:  # the mount reads the zTOC itself, and fetches the header
+            log.debug("gzip header of layer %s not fetched ahead: %s", layer, exc)
+            header = None
+        return _Ahead(ztoc, header)
 
-    async def _claim_ahead(self, ztoc_digest: str) -> bytes | None:
+    async def _claim_ahead(self, ztoc_digest: str) -> _Ahead | None:
         """The zTOC fetched ahead, or None (not started, or failed: the caller fetches it itself)."""
         entry = self._ahead.pop(ztoc_digest, None)
         if entry is None:
