@@ -299,6 +299,34 @@ async def test_upper_layers_ztocs_are_fetched_while_a_lower_layer_mounts(make: M
     assert mounter.layers[1].gzip_header and mounter.layers[1].gzip_header[:2] == b"\x1f\x8b"
 
 
+async def test_the_first_layers_ztoc_is_fetched_before_the_uppers_start(
+    make: Make, images: dict[str, Image], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every later Prepare waits behind the first layer's mount, so its zTOC does not share the link."""
+    harness: Harness = await make()
+    image = images["indexed"]
+    events: list[tuple[str, str]] = []
+    get_blob = RegistryClient.get_blob
+
+    async def logged(self: RegistryClient, repo: str, digest: str, size: int | None = None) -> bytes:
+        events.append(("start", digest))
+        try:
+            return await get_blob(self, repo, digest, size)
+        finally:
+            events.append(("end", digest))
+
+    monkeypatch.setattr(RegistryClient, "get_blob", logged)
+    with pytest.raises(AlreadyExists):
+        await harness.snapshotter.prepare("k0", "", image.labels(0))
+    for _ in range(200):
+        if len(events) >= 4:
+            break
+        await asyncio.sleep(0.02)
+    # the SOCI index, then the lower layer's zTOC, then (after it has arrived) the upper's
+    assert [kind for kind, _ in events[-4:]] == ["start", "end", "start", "end"], events
+    assert events[-4][1] == events[-3][1] != events[-2][1] == events[-1][1]
+
+
 async def test_layer_without_ztoc_is_unpacked_locally(make: Make, images: dict[str, Image]) -> None:
     harness: Harness = await make()
     sn, image = harness.snapshotter, images["sparse"]

@@ -196,8 +196,10 @@ class SociRemoteFS:
         if ztoc_descriptor is None:
             raise NoZtocError(f"no ztoc for layer {source.layer_digest} in SOCI index {context.index_digest}")
         client = self._resolver.client_for(source.image_ref)
-        self._fetch_upper_ztocs(client, context, source.layer_digest)
         ztoc = _lru_get(self._ztocs, ztoc_descriptor.digest)
+        on_its_way = ztoc is not None or ztoc_descriptor.digest in self._ahead
+        if on_its_way:
+            self._fetch_upper_ztocs(client, context, source.layer_digest)
         header = None
         if ztoc is None and (ahead := await self._claim_ahead(ztoc_descriptor.digest)) is not None:
             ztoc, header = ahead.ztoc, ahead.gzip_header
@@ -207,6 +209,10 @@ class SociRemoteFS:
                 source.layer_digest,
                 client.get_blob(context.repo, ztoc_descriptor.digest, ztoc_descriptor.size),
             )
+        if not on_its_way:
+            # the first layer's zTOC alone first: fetched beside it, the uppers' would share the link with it and
+            # delay the mount that every later Prepare waits behind
+            self._fetch_upper_ztocs(client, context, source.layer_digest)
         _lru_put(self._ztocs, ztoc_descriptor.digest, ztoc, ZTOC_CACHE_ENTRIES)
         return RemoteLayer(
             source=source,
