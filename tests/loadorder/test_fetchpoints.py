@@ -24,6 +24,7 @@ from soci.formats.load_order import FetchPoint, Segment
 from soci.formats.zinfo import WINDOW_SIZE, GzipZinfo, zinfo_from_blob
 from soci.formats.ztoc_codec import marshal_ztoc
 from soci.fs.layer import Layer, LayerRequest, LayerResolver
+from soci.fs.spans import piece_key
 from soci.fs.ztoc_reader import load_ztoc
 from soci.index.ztoc_builder import build_ztoc
 from soci.loadorder.fetchpoints import LEAD, layer_fetch_points
@@ -221,6 +222,24 @@ async def test_a_point_starts_a_lead_before_its_segment_within_the_file(
         ino = opened.tree.resolve(name.encode())
         assert await opened.reader.read(ino, early, 8192) == layer.files[name][early : early + 8192]
         assert blob.reads[settled:] == []
+
+
+async def test_points_evicted_from_the_cache_are_served_by_spans(
+    layer: _Layer, tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    """The span cache may drop a point's bytes (its size bound): readers then get the exact bytes from verified
+    spans, and the point is forgotten."""
+    segments = _segments(layer)
+    points = await layer.fetch_points(segments)
+    async with _opened(layer, tmp_path, executor) as (opened, blob):
+        await replay(opened, segments, name="evicted", fetch_points=points)
+        await opened.spans.wait_idle()
+        for p in points:
+            opened.cache.remove(piece_key(p.uncompressed_offset, p.uncompressed_end))
+        settled = len(blob.reads)
+        await asyncio.gather(_read_all(opened, layer, segments), _read_all(opened, layer, segments))
+        assert len(blob.reads) > settled  # from the spans now
+        assert opened.spans._pieces == []
 
 
 def _tamper(point: FetchPoint, what: str) -> FetchPoint:

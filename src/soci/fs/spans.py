@@ -740,8 +740,9 @@ class SpanManager:
                 continue
             piece = await self._in_thread(self._cache.read, piece_key(lo, hi), a - lo, b - a)
             if piece is None or len(piece) != b - a:
-                i = self._pieces.index((lo, hi))  # evicted from the cache: whole spans serve it from now on
-                del self._pieces[i], self._piece_starts[i]
+                if (lo, hi) in self._pieces:  # evicted from the cache: whole spans serve it from now on
+                    i = self._pieces.index((lo, hi))  # (a concurrent reader may have found that out first)
+                    del self._pieces[i], self._piece_starts[i]
                 return None
             parts.append(piece)
         return (parts[0] if len(parts) == 1 else b"".join(parts)), chain[-1][1]
