@@ -12,9 +12,11 @@ import json
 import os
 import subprocess
 import tarfile
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -25,9 +27,11 @@ from soci import system
 from soci.cli.main import cli
 from soci.errors import AlreadyExists, NotFound, Unavailable
 from soci.formats.digest import sha256_digest
+from soci.fs import erofs
 from soci.registry import RegistryClient, TransportOptions, parse_reference
 from soci.snapshotter import labels as lb
 from soci.snapshotter import metrics as m
+from soci.snapshotter.fuse_mounter import FuseLayerMounter
 from soci.snapshotter.local import LocalUnpacker
 from soci.snapshotter.metastore import Kind, SqliteMetaStore
 from soci.snapshotter.remote import LayerMounter, RemoteLayer, SociRemoteFS
@@ -325,6 +329,44 @@ async def test_the_first_layers_ztoc_is_fetched_before_the_uppers_start(
     # the SOCI index, then the lower layer's zTOC, then (after it has arrived) the upper's
     assert [kind for kind, _ in events[-4:]] == ["start", "end", "start", "end"], events
     assert events[-4][1] == events[-3][1] != events[-2][1] == events[-1][1]
+
+
+@pytest.mark.skipif(not erofs.kernel_supports_file_backed(), reason="this kernel has no file-backed EROFS")
+async def test_a_fresh_daemons_first_erofs_image_is_written_while_its_fuse_mount_starts(
+    make: Make, images: dict[str, Image], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mounter = FuseLayerMounter(tmp_path / "fuse-root")
+    harness: Harness = await make(mounter=mounter)
+    labels = images["indexed"].labels(0)
+    written = threading.Event()
+    image_for_tree = erofs.image_for_tree
+
+    def noted(*args: Any, **kwargs: Any) -> bytes:
+        written.set()
+        return image_for_tree(*args, **kwargs)
+
+    start = mounter._lazy.start
+    seen_at_start: list[bool] = []
+
+    async def start_once_the_image_is_under_way() -> None:
+        for _ in range(500):  # a mount that writes its image only after this returns never gets here in time
+            if written.is_set():
+                break
+            await asyncio.sleep(0.01)
+        seen_at_start.append(written.is_set())
+        await start()
+
+    monkeypatch.setattr(erofs, "image_for_tree", noted)
+    monkeypatch.setattr(mounter._lazy, "start", start_once_the_image_is_under_way)
+    try:
+        with pytest.raises(AlreadyExists):
+            await harness.snapshotter.prepare("k0", "", labels)
+        assert seen_at_start == [True]
+        info = await harness.snapshotter.stat(labels[lb.TARGET_SNAPSHOT_REF])
+        assert info.labels[lb.REMOTE] == lb.REMOTE_VALUE
+    finally:
+        await harness.snapshotter.remove(labels[lb.TARGET_SNAPSHOT_REF])
+        await mounter.aclose()
 
 
 async def test_layer_without_ztoc_is_unpacked_locally(make: Make, images: dict[str, Image]) -> None:

@@ -30,6 +30,7 @@ from soci.fs.mount import LazyMount
 from soci.fs.ops import ARCHIVE_DIR_NAME
 from soci.fs.options import FsOptions
 from soci.fs.session import default_keeper, read_record
+from soci.futures import mark_retrieved
 from soci.loadorder.service import LoadOrderOptions, LoadOrderService, MountedImage
 from soci.registry import RemoteBlob, parse_reference
 from soci.snapshotter.remote import RemoteLayer
@@ -112,10 +113,17 @@ class FuseLayerMounter:
         except BaseException:
             await _settle(starting)
             raise
+        erofs_image: asyncio.Future[bytes] | None = None
         try:
+            if await self._erofs_wanted():
+                # the EROFS image is written while a fresh daemon's FUSE mount is still starting
+                erofs_image = asyncio.ensure_future(self._erofs_image(opened))
+                erofs_image.add_done_callback(mark_retrieved)
             await starting
-            self._served[mountpoint] = (await self._attach(mountpoint, layer, opened), opened)
+            self._served[mountpoint] = (await self._attach(mountpoint, layer, opened, erofs_image), opened)
         except BaseException:
+            if erofs_image is not None:
+                await asyncio.gather(erofs_image, return_exceptions=True)
             await self._resolver.release(opened)
             raise
         self.load_order.layer_mounted(opened, image)
@@ -139,8 +147,11 @@ class FuseLayerMounter:
         )
         return await self._resolver.acquire(request)
 
-    async def _attach(self, mountpoint: Path, layer: RemoteLayer, opened: Layer) -> str:
-        """Add the open layer to the FUSE mount and mount its tree at ``mountpoint``; its FUSE name."""
+    async def _attach(
+        self, mountpoint: Path, layer: RemoteLayer, opened: Layer, image: asyncio.Future[bytes] | None
+    ) -> str:
+        """Add the open layer to the FUSE mount and mount its tree at ``mountpoint`` (its EROFS ``image``, or the
+        FUSE tree when there is none); its FUSE name."""
         snapshot_id = mountpoint.parent.name
         name = f"snapshot-{snapshot_id}"  # one directory per snapshot (its id)
         # the snapshot id (never reused) fixes the layer's inode numbers: after a restart, the adopted
@@ -149,8 +160,8 @@ class FuseLayerMounter:
         start = time.monotonic()
         source = self._lazy.add_layer(name, opened, slot=slot)
         try:
-            if await self._erofs_wanted():
-                await self._mount_erofs(name, opened, source, mountpoint)
+            if image is not None:
+                await self._mount_erofs(name, opened, image, source, mountpoint)
             else:
                 await asyncio.to_thread(system.bind_mount, source, mountpoint, read_only=True)
         except BaseException:
@@ -170,7 +181,18 @@ class FuseLayerMounter:
                 self._use_erofs = mode == "erofs"
         return self._use_erofs
 
-    async def _mount_erofs(self, name: str, layer: Layer, source: Path, mountpoint: Path) -> None:
+    async def _erofs_image(self, layer: Layer) -> bytes:
+        return await asyncio.to_thread(
+            erofs.image_for_tree,
+            layer.tree,
+            layer.spans.uncompressed_size,
+            opaque_xattr=layer.opaque_xattr,
+            xattrs=not layer.disable_xattrs,
+        )
+
+    async def _mount_erofs(
+        self, name: str, layer: Layer, building: asyncio.Future[bytes], source: Path, mountpoint: Path
+    ) -> None:
         """Mount the layer's EROFS image at ``mountpoint``, its data device ``.soci-archives/<name>``.
 
         The image file is removed once mounted (the mount holds it open), so a crash leaves none behind. Its
@@ -180,13 +202,7 @@ class FuseLayerMounter:
         """
         start = time.monotonic()
         try:
-            image = await asyncio.to_thread(
-                erofs.image_for_tree,
-                layer.tree,
-                layer.spans.uncompressed_size,
-                opaque_xattr=layer.opaque_xattr,
-                xattrs=not layer.disable_xattrs,
-            )
+            image = await building
         except SociError as exc:
             log.warning("layer %s is served by the FUSE tree: no EROFS image: %s", layer.digest, exc)
             await asyncio.to_thread(system.bind_mount, source, mountpoint, read_only=True)
