@@ -369,6 +369,68 @@ async def test_a_fresh_daemons_first_erofs_image_is_written_while_its_fuse_mount
         await mounter.aclose()
 
 
+async def test_a_fresh_daemon_mounts_fuse_before_its_first_pull(
+    make: Make, images: dict[str, Image], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mounter = FuseLayerMounter(tmp_path / "fuse-root")
+    harness: Harness = await make(mounter=mounter)
+    mountpoint = tmp_path / "fuse-root" / "soci" / "fuse"
+    labels = images["indexed"].labels(0)
+    try:
+        await mounter.restored()
+        for _ in range(1000):
+            if system.is_mountpoint(mountpoint):
+                break
+            await asyncio.sleep(0.01)
+        assert system.is_mountpoint(mountpoint)
+
+        async def started_twice() -> None:
+            raise AssertionError("the first pull started FUSE again")
+
+        monkeypatch.setattr(mounter._lazy, "start", started_twice)
+        with pytest.raises(AlreadyExists):
+            await harness.snapshotter.prepare("k0", "", labels)
+        await harness.snapshotter.remove(labels[lb.TARGET_SNAPSHOT_REF])
+    finally:
+        await mounter.aclose()
+    assert not system.is_mountpoint(mountpoint)  # nothing was served any more: the idle mount does not outlive it
+
+
+async def test_a_fuse_start_that_fails_at_daemon_start_is_tried_again_by_the_first_pull(
+    make: Make,
+    images: dict[str, Image],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mounter = FuseLayerMounter(tmp_path / "fuse-root")
+    harness: Harness = await make(mounter=mounter)
+    labels = images["indexed"].labels(0)
+    start = mounter._lazy.start
+    calls: list[int] = []
+
+    async def fails_once() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise Unavailable("no /dev/fuse yet")
+        await start()
+
+    monkeypatch.setattr(mounter._lazy, "start", fails_once)
+    try:
+        await mounter.restored()
+        assert mounter._warming is not None
+        await mounter._warming
+        assert "FUSE not mounted at start (the first lazy mount tries again): no /dev/fuse yet" in caplog.text
+        with pytest.raises(AlreadyExists):
+            await harness.snapshotter.prepare("k0", "", labels)
+        assert len(calls) == 2
+        info = await harness.snapshotter.stat(labels[lb.TARGET_SNAPSHOT_REF])
+        assert info.labels[lb.REMOTE] == lb.REMOTE_VALUE
+        await harness.snapshotter.remove(labels[lb.TARGET_SNAPSHOT_REF])
+    finally:
+        await mounter.aclose()
+
+
 async def test_layer_without_ztoc_is_unpacked_locally(make: Make, images: dict[str, Image]) -> None:
     harness: Harness = await make()
     sn, image = harness.snapshotter, images["sparse"]

@@ -62,6 +62,7 @@ class FuseLayerMounter:
         self._pinned: dict[Path, system.LockedPages] = {}
         self._pin_warned = False
         self._start_lock = asyncio.Lock()
+        self._warming: asyncio.Future[None] | None = None
         self._metrics: fm.FsMetrics = fm.NullFsMetrics()
 
     def set_metrics(self, metrics: fm.FsMetrics) -> None:
@@ -263,12 +264,24 @@ class FuseLayerMounter:
         """
         if read_record(self._lazy.mountpoint) is not None:
             await self._start()
+        else:
+            # a fresh daemon mounts FUSE while it waits for its first pull, not during it (about 0.1 s of the
+            # first layer's mount); a failure here is only logged: the first lazy mount tries again and reports its own
+            self._warming = asyncio.ensure_future(self._warm())
         self._lazy.layers_restored()
+
+    async def _warm(self) -> None:
+        try:
+            await self._start()
+        except Exception as exc:
+            log.warning("FUSE not mounted at start (the first lazy mount tries again): %s", exc)
 
     async def aclose(self) -> None:
         """Stop serving. While remote snapshots are still mounted (SIGTERM), the FUSE session and the
         bind mounts stay for the next process, which adopts them: running containers keep reading, their
         requests wait in the kernel meanwhile. Once none is (SIGINT unmounted them), the mount goes."""
+        if self._warming is not None:
+            await asyncio.wait([self._warming])  # a start half done would leave the mount behind
         keep = bool(self._served)
         self._served.clear()
         for pinned in self._pinned.values():  # kept mounts read their images from the disk again
