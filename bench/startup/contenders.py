@@ -24,10 +24,11 @@ from workloads import Workload
 
 from soci.containerd.testing import ContainerdServer
 from soci.daemon.testing import SnapshotterProcess
-from soci.testing.registry_server import RegistryServer
+from soci.testing.registry_server import RegistryServer, write_hosts_toml
 
 REPO = Path(__file__).resolve().parents[2]
 SOCI = str(REPO / ".venv" / "bin" / "soci")
+CRICTL = REPO / ".work" / "cache" / "bin" / "crictl"  # scripts/build-crictl.sh
 STARGZ_BIN = Path(__file__).resolve().parent / ".cache" / "bin"
 DAEMON_LOG_LEVEL = os.environ.get("SOCI_BENCH_LOG_LEVEL", "info")
 """The timed runs' daemon log level (``debug`` shows, among others, the reads a load order document missed)."""
@@ -75,6 +76,8 @@ class Contender:
     name = ""
     snapshotter = "overlayfs"
     ctr_command = "ctr"
+    namespace = "default"
+    """containerd namespace the pull leaves the image in (CRI's is ``k8s.io``)."""
 
     def prepare(self, bench: Bench, w: Workload, repo: str) -> None:
         """Make this contender's image variant of ``{registry}/{repo}:latest`` (untimed)."""
@@ -110,7 +113,6 @@ class Contender:
             fetched = at_ready()
             rss = peak_rss_kib(server_pid)
         finally:
-            containerd.ctr("task", "kill", "-s", "SIGKILL", "bench", check=False)
             containerd.stop()
             self.stop_daemon(daemon)
         self.check_lazy(self.daemon_log(run_dir, daemon))
@@ -131,7 +133,8 @@ class Contender:
     def _run_until_ready(self, containerd: ContainerdServer, ref: str, w: Workload, timeout: float) -> str:
         # runc keeps its state per host, not per containerd: a fixed ID collides with any other run on the machine
         container_id = f"bench-{os.getpid()}-{time.monotonic_ns()}"
-        args = [self.ctr_command, "-a", containerd.address, "run", "--snapshotter", self.snapshotter, ref, container_id]
+        args = [self.ctr_command, "-a", containerd.address, "-n", self.namespace, "run"]
+        args += ["--snapshotter", self.snapshotter, ref, container_id]
         args += w.command
         process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         assert process.stdout is not None
@@ -150,7 +153,7 @@ class Contender:
             raise RuntimeError(f"{self.name}: no ready line {w.ready!r} (ctr exit {code}); output: {shown}")
         finally:
             if process.poll() is None:
-                containerd.ctr("task", "kill", "-s", "SIGKILL", "bench", check=False)
+                containerd.ctr("-n", self.namespace, "task", "kill", "-s", "SIGKILL", container_id, check=False)
                 try:
                     process.wait(30)
                 except subprocess.TimeoutExpired:
@@ -275,6 +278,48 @@ class SociLoadOrder(SociLazy):
         super().check_lazy(daemon_log)
         if "replayed on layer" not in daemon_log:
             raise RuntimeError(f"{self.name}: the daemon replayed no load order")
+
+
+class SociLoadOrderCri(SociLoadOrder):
+    """soci+lod pulled as a Kubernetes node pulls: ``crictl pull`` to containerd's CRI plugin, which prepares the
+    layers with CRI's labels; the daemon picks the document by its ``[load_order] default`` (no client passes a
+    label) and reads the registry's plain-HTTP endpoint from a ``hosts.toml``. No Python client in the timed pull."""
+
+    name = "soci+lod-cri"
+    namespace = "k8s.io"
+    daemon_config = f'[load_order]\ndefault = "{SociLoadOrder.lod_name}"\n'
+
+    def services(self, run_dir: Path) -> tuple[ContainerdServer, SnapshotterProcess | subprocess.Popen[bytes] | None]:
+        if not CRICTL.is_file():
+            raise RuntimeError(f"{self.name}: no {CRICTL}; run scripts/build-crictl.sh (needs Go)")
+        hosts, cni = run_dir / "certs.d", run_dir / "cni"
+        cni.mkdir(parents=True, exist_ok=True)
+        env = {"SOCI_SNAPSHOTTER_HOSTS_DIR": str(hosts)}
+        daemon = SnapshotterProcess(run_dir / "daemon", log_level=DAEMON_LOG_LEVEL, config=self.daemon_config, env=env)
+        cri = f"""[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "pause.invalid/pause:none"
+  disable_apparmor = true
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "soci"
+    disable_snapshot_annotations = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni}"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{hosts}"
+"""
+        return ContainerdServer(run_dir / "containerd", cri_config=cri), daemon
+
+    def pull(self, containerd: ContainerdServer, ref: str) -> None:
+        run_dir = containerd.workdir.parent
+        host = ref.split("/", 1)[0]
+        write_hosts_toml(run_dir / "certs.d", host, server=f"http://{host}", mirrors=[f"http://{host}"])
+        config = run_dir / "crictl.yaml"  # never the machine's /etc/crictl.yaml
+        config.write_text(
+            f"runtime-endpoint: unix://{containerd.address}\nimage-endpoint: unix://{containerd.address}\n"
+        )
+        sh(str(CRICTL), "--config", str(config), "pull", ref)
 
 
 class SociFuseTree(SociLazy):
@@ -505,5 +550,15 @@ class UpstreamSoci(SociLazy):
 
 CONTENDERS: dict[str, type[Contender]] = {
     c.name: c
-    for c in (Overlayfs, SociLazy, SociFuseTree, SociPrefetch, SociLoadOrder, Stargz, UpstreamSoci, SociSmallSpans)
+    for c in (
+        Overlayfs,
+        SociLazy,
+        SociFuseTree,
+        SociPrefetch,
+        SociLoadOrder,
+        SociLoadOrderCri,
+        Stargz,
+        UpstreamSoci,
+        SociSmallSpans,
+    )
 }
