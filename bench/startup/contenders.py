@@ -41,11 +41,20 @@ def sh(*args: str, timeout: float = 1800) -> str:
     return result.stdout
 
 
-def peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
+def peak_rss_kib(pid: int, *, descendants: bool = False) -> int:
+    """Peak RSS (VmHWM) of the process, plus its descendants' with ``descendants`` (a snapshotter's worker and
+    holder processes; not containerd's, whose descendants are the shims and the workload itself)."""
+    total, pending = 0, [pid]
+    while pending:
+        proc = Path(f"/proc/{pending.pop()}")
+        try:
+            status = (proc / "status").read_text()
+            for children in proc.glob("task/*/children") if descendants else ():
+                pending += [int(child) for child in children.read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited meanwhile
+        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+    return total
 
 
 @dataclass
@@ -111,7 +120,7 @@ class Contender:
             tail = self._run_until_ready(containerd, ref, w, timeout)
             ready = time.perf_counter()
             fetched = at_ready()
-            rss = peak_rss_kib(server_pid)
+            rss = peak_rss_kib(server_pid, descendants=daemon is not None)
         finally:
             containerd.stop()
             self.stop_daemon(daemon)
@@ -329,6 +338,13 @@ class SociFuseTree(SociLazy):
     name = "soci-fuse"
     daemon_config = '[fuse]\nmetadata = "fuse"\n'
     metadata = "fuse"
+
+
+class SociNoNeighbours(SociLazy):
+    """The lazy path without fetching the span after each miss (``[blob] neighbour_spans = 0``)."""
+
+    name = "soci-no-neighbours"
+    daemon_config = "[blob]\nneighbour_spans = 0\n"
 
 
 class SociSmallSpans(SociLazy):
@@ -560,5 +576,6 @@ CONTENDERS: dict[str, type[Contender]] = {
         Stargz,
         UpstreamSoci,
         SociSmallSpans,
+        SociNoNeighbours,
     )
 }

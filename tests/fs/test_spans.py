@@ -233,6 +233,41 @@ async def test_sequential_reader_triggers_readahead(gz_layer: BuiltLayer, tmp_pa
     assert manager2.state(1) is SpanState.UNREQUESTED
 
 
+async def test_a_read_that_misses_fetches_the_next_span_after_it(
+    gz_layer: BuiltLayer, executor: ThreadPoolExecutor
+) -> None:
+    blob = MemoryBlob(gz_layer.blob)
+    manager = _manager(gz_layer, blob, MemorySpanCache(), executor, neighbour_spans=1)
+    start, end = manager.uncompressed_range(3)
+    assert await manager.read(start + 10, start + 20) == gz_layer.tar[start + 10 : start + 20]
+    await manager.wait_idle()
+    assert [manager.state(i) for i in range(2, 6)] == [SpanState.UNREQUESTED] + [SpanState.UNCOMPRESSED] * 2 + [
+        SpanState.UNREQUESTED
+    ]
+    (first_at, first_length), (second_at, second_length) = blob.reads
+    # the missed span alone first: its reader does not wait for the next
+    assert (first_at, first_at + first_length) == manager.compressed_range(3)
+    assert (second_at, second_at + second_length) == manager.compressed_range(4)
+    # a read served without a fetch starts nothing, nor does one whose file goes on past the span (readahead's)
+    assert await manager.read(start, end) == gz_layer.tar[start:end]
+    next_start = manager.uncompressed_range(6)[0]
+    await manager.read(next_start, next_start + 1, readahead_limit=gz_layer.ztoc.uncompressed_archive_size)
+    await manager.wait_idle()
+    assert manager.state(7) is not SpanState.UNREQUESTED  # the sequential readahead's, not a neighbour's
+    assert len(blob.reads) == 4
+
+
+async def test_no_neighbour_is_fetched_when_turned_off(
+    gz_layer: BuiltLayer, executor: ThreadPoolExecutor
+) -> None:
+    blob = MemoryBlob(gz_layer.blob)
+    manager = _manager(gz_layer, blob, MemorySpanCache(), executor)  # neighbour_spans defaults to 0
+    start, _ = manager.uncompressed_range(3)
+    await manager.read(start, start + 1)
+    await manager.wait_idle()
+    assert manager.state(4) is SpanState.UNREQUESTED and len(blob.reads) == 1
+
+
 def test_span_table_checks(gz_layer: BuiltLayer) -> None:
     z = gz_layer.ztoc
     zinfo = zinfo_from_blob(z.compression_algorithm, z.checkpoints)

@@ -24,7 +24,7 @@ from soci.formats.load_order import FetchPoint, Segment
 from soci.formats.zinfo import WINDOW_SIZE, GzipZinfo, zinfo_from_blob
 from soci.formats.ztoc_codec import marshal_ztoc
 from soci.fs.layer import Layer, LayerRequest, LayerResolver
-from soci.fs.spans import piece_key
+from soci.fs.spans import SpanState, piece_key
 from soci.fs.ztoc_reader import load_ztoc
 from soci.index.ztoc_builder import build_ztoc
 from soci.loadorder.fetchpoints import LEAD, layer_fetch_points
@@ -141,6 +141,37 @@ async def test_replay_fetches_only_the_points_and_serves_exact_bytes(
         other = list(layer.files)[3]
         assert await opened.reader.read(opened.tree.resolve(other.encode()), 0, 1000) == layer.files[other][:1000]
         assert len(blob.reads) > settled
+
+
+def _spans_of(opened: Layer, name: str) -> tuple[int, int]:
+    """The spans of a file's tar header and of its data's last byte."""
+    ino = opened.tree.resolve(name.encode())
+    data_offset, size = opened.tree.data_range(ino)
+    return opened.spans.span_of(opened.tree.header_offset(ino)), opened.spans.span_of(data_offset + size - 1)
+
+
+async def test_a_miss_fetches_the_next_span_too_unless_a_document_plans_the_layer(
+    layer: _Layer, tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    """Plain lazy loading fetches the span after a miss (the next files of the tar are often read next); a layer
+    with a document does not, as the document says what is read and every whole span there is a byte too many."""
+    points = await layer.fetch_points(_segments(layer))
+    named = {s.path for s in _segments(layer)}
+    for planned in (False, True):
+        async with _opened(layer, tmp_path / f"planned-{planned}", executor) as (opened, blob):
+            if planned:
+                opened.spans.plan_points(points)
+            spans = opened.spans
+            # a file the document does not name, whose header and data are in one span that is not the last
+            name = next(n for n in layer.files if n not in named and len(set(_spans_of(opened, n))) == 1)
+            span = _spans_of(opened, name)[0]
+            assert span + 1 < spans.span_count
+            ino = opened.tree.resolve(name.encode())
+            assert await opened.reader.read(ino, 100, 10) == layer.files[name][100:110]
+            await spans.wait_idle()
+            fetched = [(spans.state(i) is SpanState.UNCOMPRESSED) for i in range(spans.span_count)]
+            assert fetched[span] and fetched[span + 1] != planned, (planned, fetched, blob.reads)
+            assert sum(fetched) == (1 if planned else 2)
 
 
 async def test_a_read_ahead_of_the_replay_fetches_its_point_not_the_spans(

@@ -63,6 +63,8 @@ def fs_options(config: Config) -> FsOptions:
         max_concurrency=config.max_concurrency,
         mount_timeout_sec=config.mount_timeout_sec,
         debug=config.debug,
+        neighbour_spans=config.blob.neighbour_spans,
+        cpu_workers=config.fuse.metadata_workers,
     )
 
 

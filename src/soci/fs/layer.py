@@ -36,6 +36,7 @@ from soci.fs.options import FsOptions
 from soci.fs.reader import FileReader
 from soci.fs.spans import RecentSpans, SpanManager, SpanStatistics, check_span_table
 from soci.fs.tree import LayerTree
+from soci.fs.workers import CpuWorkers
 from soci.fs.ztoc_reader import ZtocInfo, load_ztoc, read_ztoc_info
 from soci.futures import mark_retrieved
 from soci.registry.transport import retry_corrupt
@@ -125,8 +126,9 @@ class LayerResolver:
     Args:
         root: the snapshotter root; span caches live under ``<root>/soci/spancache``.
         options: filesystem options.
-        executor: threads for zTOC loading, hashing, inflation and cache I/O.
+        executor: threads for hashing, inflation and cache I/O (and zTOC loading without ``cpu``).
         background: the background fetcher layers join (None: no background fetch).
+        cpu: worker processes for zTOC loading (None: ``executor``).
     """
 
     def __init__(
@@ -136,8 +138,10 @@ class LayerResolver:
         *,
         executor: Executor | None = None,
         background: BackgroundFetcher | None = None,
+        cpu: CpuWorkers | None = None,
     ) -> None:
         self.root = Path(root)
+        self._cpu = cpu
         self.options = options or FsOptions()
         self._executor = executor
         self._background = background
@@ -249,7 +253,10 @@ class LayerResolver:
                     # the header's round trip overlaps the TOC's parse, most of a mount's CPU time
                     header = loop.create_task(self._check_gzip_header(request, cache, header_bytes))
                 try:
-                    info, tree = await loop.run_in_executor(self._executor, load_ztoc, request.ztoc)
+                    if self._cpu is not None:
+                        info, tree = await self._cpu.run(load_ztoc, request.ztoc)
+                    else:
+                        info, tree = await loop.run_in_executor(self._executor, load_ztoc, request.ztoc)
                 except BaseException:
                     if header is not None:
                         header.cancel()
@@ -264,7 +271,8 @@ class LayerResolver:
                 blob=request.blob, cache=cache, executor=self._executor,
                 retries=self.options.blob.span_verification_retries,
                 fetch_timeout_sec=self.options.blob.fetching_timeout_sec, limiter=self._limiter,
-                readahead_spans=self.options.readahead_spans, recent=self._recent, name=request.layer_digest,
+                readahead_spans=self.options.readahead_spans, neighbour_spans=self.options.neighbour_spans,
+                recent=self._recent, name=request.layer_digest,
             )  # fmt: skip
             reader = FileReader(tree, spans, verify=not self.options.disable_verification, name=request.layer_digest)
             layer = Layer(request, info, tree, spans, reader, cache, header_bytes)

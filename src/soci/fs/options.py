@@ -107,5 +107,10 @@ class FsOptions:
     debug: bool = False
     readahead_spans: int = 2
     """Not upstream: spans fetched ahead of a sequential reader, beyond the span it reads."""
+    cpu_workers: int = 0
+    """Not upstream: worker processes for zTOC parses and EROFS images (0: threads of the daemon)."""
+    neighbour_spans: int = 1
+    """Not upstream: spans fetched after those a read had to fetch, when the reader's file ends in them (the next
+    files of the tar are often read next); not with a load order document, which says what is read."""
     recent_spans_bytes: int = 32 << 20
     """Not upstream: memory for recently inflated spans, shared by all layers (sequential readers hit it)."""

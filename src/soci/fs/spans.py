@@ -199,6 +199,7 @@ class SpanManager:
         fetch_timeout_sec: bound on one range request.
         limiter: shared bound on range requests in flight (None: unbounded).
         readahead_spans: spans loaded ahead of a sequential reader.
+        neighbour_spans: spans fetched after those a read had to fetch, once that read has them (0: none).
         recent: memory for recently inflated spans, shared between layers (None: none).
         name: for messages (the layer digest).
     """
@@ -217,6 +218,7 @@ class SpanManager:
         fetch_timeout_sec: float = 300.0,
         limiter: asyncio.Semaphore | None = None,
         readahead_spans: int = 2,
+        neighbour_spans: int = 0,
         recent: RecentSpans | None = None,
         name: str = "layer",
     ) -> None:
@@ -233,6 +235,7 @@ class SpanManager:
         self._fetch_timeout_sec = fetch_timeout_sec
         self._limiter = limiter
         self._readahead_spans = max(0, readahead_spans)
+        self._neighbour_spans = max(0, neighbour_spans)
         self._recent = recent
         self.name = name
         count = len(self._digests)
@@ -306,7 +309,20 @@ class SpanManager:
         if self._planned and any(self._states[i] is SpanState.UNREQUESTED for i in range(first, last + 1)):
             # a read the document did not foresee: what tells a recording that missed reads from one that is stale
             log.debug("%s: read %d-%d is in no fetch point; loading spans %d-%d", self.name, start, end, first, last)
+        # a miss past the end of the reader's file: the next files in the tar are likely read next (a package's
+        # modules, a program's libraries), and are fetched while this read is served instead of on the next miss
+        neighbours = (
+            self._neighbour_spans > 0
+            and not self._planned
+            and (readahead_limit is None or readahead_limit <= self._uend[last])
+            and any(self._states[i] is SpanState.UNREQUESTED for i in range(first, last + 1))
+        )
         fresh = await self._ensure(first, last)
+        if neighbours:
+            stop = min(last + 1 + self._neighbour_spans, len(self._states))
+            wanted = [i for i in range(last + 1, stop) if self._states[i] is SpanState.UNREQUESTED]
+            if wanted:
+                self._start(wanted)  # futures settle on their own; errors surface to whoever reads later
         sequential = readahead_limit is not None
         pieces: list[bytes] = []
         for i in range(first, last + 1):
