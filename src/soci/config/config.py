@@ -74,7 +74,6 @@ class FuseConfig:
     negative_timeout: int = IMMUTABLE_CACHE_SEC
     log_fuse_operations: bool = False
     metadata: str = "auto"  # ours: "auto", "erofs" or "fuse" (soci.fs.options.FuseOptions.metadata)
-    metadata_workers: int = 2  # ours: processes that parse zTOCs and write EROFS images; 0: the daemon's threads
 
 
 @dataclass
@@ -289,9 +288,6 @@ def normalize(config: Config, where: str = "config") -> Config:
         config.max_concurrency = 0  # unlimited
     if config.prefetch.max_concurrency < 0:
         config.prefetch.max_concurrency = 0
-    if config.fuse.metadata_workers < 0:
-        raise InvalidArgument(f"{where}: [fuse] metadata_workers must be >= 0 (0: the daemon's threads), "
-                              f"not {config.fuse.metadata_workers}")  # fmt: skip
     if config.directory_cache.max_size_bytes < 0:
         raise InvalidArgument(f"{where}: [directory_cache] max_size_bytes must be >= 0 (0: 10 GiB), "
                               f"not {config.directory_cache.max_size_bytes}")  # fmt: skip

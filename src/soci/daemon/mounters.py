@@ -64,7 +64,6 @@ def fs_options(config: Config) -> FsOptions:
         mount_timeout_sec=config.mount_timeout_sec,
         debug=config.debug,
         neighbour_spans=config.blob.neighbour_spans,
-        cpu_workers=config.fuse.metadata_workers,
     )
 
 

@@ -36,7 +36,6 @@ from soci.fs.options import FsOptions
 from soci.fs.reader import FileReader
 from soci.fs.spans import RecentSpans, SpanManager, SpanStatistics, check_span_table
 from soci.fs.tree import LayerTree
-from soci.fs.workers import CpuWorkers
 from soci.fs.ztoc_reader import ZtocInfo, load_ztoc, read_ztoc_info
 from soci.futures import mark_retrieved
 from soci.registry.transport import retry_corrupt
@@ -126,9 +125,8 @@ class LayerResolver:
     Args:
         root: the snapshotter root; span caches live under ``<root>/soci/spancache``.
         options: filesystem options.
-        executor: threads for hashing, inflation and cache I/O (and zTOC loading without ``cpu``).
+        executor: threads for zTOC loading, hashing, inflation and cache I/O.
         background: the background fetcher layers join (None: no background fetch).
-        cpu: worker processes for zTOC loading (None: ``executor``).
     """
 
     def __init__(
@@ -138,10 +136,8 @@ class LayerResolver:
         *,
         executor: Executor | None = None,
         background: BackgroundFetcher | None = None,
-        cpu: CpuWorkers | None = None,
     ) -> None:
         self.root = Path(root)
-        self._cpu = cpu
         self.options = options or FsOptions()
         self._executor = executor
         self._background = background
@@ -253,10 +249,7 @@ class LayerResolver:
                     # the header's round trip overlaps the TOC's parse, most of a mount's CPU time
                     header = loop.create_task(self._check_gzip_header(request, cache, header_bytes))
                 try:
-                    if self._cpu is not None:
-                        info, tree = await self._cpu.run(load_ztoc, request.ztoc)
-                    else:
-                        info, tree = await loop.run_in_executor(self._executor, load_ztoc, request.ztoc)
+                    info, tree = await loop.run_in_executor(self._executor, load_ztoc, request.ztoc)
                 except BaseException:
                     if header is not None:
                         header.cancel()

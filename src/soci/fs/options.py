@@ -107,8 +107,6 @@ class FsOptions:
     debug: bool = False
     readahead_spans: int = 2
     """Not upstream: spans fetched ahead of a sequential reader, beyond the span it reads."""
-    cpu_workers: int = 0
-    """Not upstream: worker processes for zTOC parses and EROFS images (0: threads of the daemon)."""
     neighbour_spans: int = 1
     """Not upstream: spans fetched after those a read had to fetch, when the reader's file ends in them (the next
     files of the tar are often read next); not with a load order document, which says what is read."""

@@ -13,7 +13,6 @@ The daemon builds it with ``soci.daemon.mounters.fuse`` (``SOCI_SNAPSHOTTER_LAYE
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import time
@@ -31,7 +30,6 @@ from soci.fs.mount import LazyMount
 from soci.fs.ops import ARCHIVE_DIR_NAME
 from soci.fs.options import FsOptions
 from soci.fs.session import default_keeper, read_record
-from soci.fs.workers import CpuWorkers
 from soci.futures import mark_retrieved
 from soci.loadorder.service import LoadOrderOptions, LoadOrderService, MountedImage
 from soci.registry import RemoteBlob, parse_reference
@@ -56,8 +54,7 @@ class FuseLayerMounter:
         fuse_dir = root / "soci" / "fuse"
         self._lazy = LazyMount(fuse_dir, self.options.fuse, keeper=default_keeper(fuse_dir))
         self._background = BackgroundFetcher(self.options.background_fetch)
-        self._cpu = CpuWorkers(self.options.cpu_workers)
-        self._resolver = LayerResolver(root, self.options, background=self._background, cpu=self._cpu)
+        self._resolver = LayerResolver(root, self.options, background=self._background)
         self.load_order = LoadOrderService(root, load_order, background=self._background)
         self._served: dict[Path, tuple[str, Layer]] = {}
         self._erofs_dir = root / "soci" / "erofs"
@@ -186,9 +183,13 @@ class FuseLayerMounter:
         return self._use_erofs
 
     async def _erofs_image(self, layer: Layer) -> bytes:
-        xattrs = not layer.disable_xattrs
-        write = functools.partial(erofs.image_for_tree, opaque_xattr=layer.opaque_xattr, xattrs=xattrs)
-        return await self._cpu.run(write, layer.tree, layer.spans.uncompressed_size)
+        return await asyncio.to_thread(
+            erofs.image_for_tree,
+            layer.tree,
+            layer.spans.uncompressed_size,
+            opaque_xattr=layer.opaque_xattr,
+            xattrs=not layer.disable_xattrs,
+        )
 
     async def _mount_erofs(
         self, name: str, layer: Layer, building: asyncio.Future[bytes], source: Path, mountpoint: Path
@@ -264,7 +265,6 @@ class FuseLayerMounter:
         if read_record(self._lazy.mountpoint) is not None:
             await self._start()
         else:
-            self._cpu.start()  # the worker processes too, for the first layer's parse
             # a fresh daemon mounts FUSE while it waits for its first pull, not during it (about 0.1 s of the
             # first layer's mount); a failure here is only logged: the first lazy mount tries again and reports its own
             self._warming = asyncio.ensure_future(self._warm())
@@ -294,7 +294,6 @@ class FuseLayerMounter:
         await self._resolver.aclose()
         await self._background.aclose()
         await self._lazy.aclose()
-        await self._cpu.aclose()
 
 
 class MeteredBlob:
