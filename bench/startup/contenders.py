@@ -42,8 +42,8 @@ def sh(*args: str, timeout: float = 1800) -> str:
 
 
 def peak_rss_kib(pid: int, *, descendants: bool = False) -> int:
-    """Peak RSS (VmHWM) of the process, plus its descendants' with ``descendants`` (a snapshotter's worker and
-    holder processes; not containerd's, whose descendants are the shims and the workload itself)."""
+    """Peak RSS (VmHWM) of the process, plus its descendants' with ``descendants`` (a snapshotter's helpers, such
+    as our FUSE descriptor holder; not containerd's, whose descendants are the shims and the workload itself)."""
     total, pending = 0, [pid]
     while pending:
         proc = Path(f"/proc/{pending.pop()}")

@@ -122,8 +122,8 @@ def markdown(results: dict[str, Any], rows: list[dict[str, Any]], notes: bool = 
         lines.append(f"- **{name}**: {w['compressed_bytes'] / 1e6:.1f} MB; `{' '.join(w['command'])}`; `{w['ready']}`")
     lines += [
         "",
-        "Peak RSS is the sum of the VmHWM of the snapshotter's processes (the daemon and its descendants: our "
-        "worker and descriptor holder processes) at the ready line (containerd's own for overlayfs). "
+        "Peak RSS is the sum of the VmHWM of the snapshotter's processes (the daemon and its descendants, such "
+        "as our FUSE descriptor holder) at the ready line (containerd's own for overlayfs). "
         "Blob bytes are what the registry logged as sent for `/blobs/` requests from the start of the pull "
         "to the ready line.",
         "",
