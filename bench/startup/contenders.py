@@ -22,7 +22,7 @@ from pathlib import Path
 
 from workloads import Workload
 
-from soci.containerd.testing import ContainerdServer
+from soci.containerd.testing import ContainerdServer, cri_plugin_config
 from soci.daemon.testing import SnapshotterProcess
 from soci.testing.registry_server import RegistryServer, write_hosts_toml
 
@@ -305,19 +305,7 @@ class SociLoadOrderCri(SociLoadOrder):
         cni.mkdir(parents=True, exist_ok=True)
         env = {"SOCI_SNAPSHOTTER_HOSTS_DIR": str(hosts)}
         daemon = SnapshotterProcess(run_dir / "daemon", log_level=DAEMON_LOG_LEVEL, config=self.daemon_config, env=env)
-        cri = f"""[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "pause.invalid/pause:none"
-  disable_apparmor = true
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "soci"
-    disable_snapshot_annotations = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{cni}"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{hosts}"
-"""
+        cri = cri_plugin_config(sandbox_image="pause.invalid/pause:none", cni_dir=cni, hosts_dir=hosts)
         return ContainerdServer(run_dir / "containerd", cri_config=cri), daemon
 
     def pull(self, containerd: ContainerdServer, ref: str) -> None:

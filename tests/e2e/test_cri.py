@@ -27,7 +27,7 @@ from e2e_images import EXPECTED_OUTPUT, SCRIPT, BuiltImage, image_layers, soci, 
 from e2e_stack import FUSE_MOUNTER, daemon_config, metric_total, mounted_view, mounter_env, needs_stack, scrape_metrics
 
 from soci.containerd.pull import chain_ids
-from soci.containerd.testing import ContainerdServer
+from soci.containerd.testing import ContainerdServer, cri_plugin_config
 from soci.daemon.testing import SnapshotterProcess
 from soci.formats.digest import sha256_digest
 from soci.testing.images import Layer, gzip_layer, write_oci_layout
@@ -101,31 +101,6 @@ def _pause_layer() -> Layer:
     return gzip_layer(buffer.getvalue())
 
 
-def _cri_config(node_dir: Path, hosts_dir: Path, pause_ref: str) -> str:
-    cni_dir = node_dir / "cni"
-    cni_dir.mkdir(parents=True, exist_ok=True)
-    return f"""[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{pause_ref}"
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  disable_apparmor = true
-  # the sandbox asks for oom_score_adj -998, which this machine does not let even root set (EACCES)
-  restrict_oom_score_adj = true
-  enable_selinux = false
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "soci"
-    disable_snapshot_annotations = false
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{cni_dir}"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{hosts_dir}"
-"""
-
-
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CriNode]:
     workdir = tmp_path_factory.mktemp("cri")
@@ -147,9 +122,10 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CriNode]:
         pause_ref = f"{registry.host}/private/pause:1"
         _push_layout(registry, workdir / "pause-layout", pause_ref)
 
-        containerd = ContainerdServer(
-            workdir / "containerd", cri_config=_cri_config(workdir, hosts_dir, pause_ref), log_level="debug"
-        )
+        cni_dir = workdir / "cni"
+        cni_dir.mkdir(parents=True, exist_ok=True)
+        cri = cri_plugin_config(sandbox_image=pause_ref, cni_dir=cni_dir, hosts_dir=hosts_dir)
+        containerd = ContainerdServer(workdir / "containerd", cri_config=cri, log_level="debug")
         port = free_port()
         # Background fetch off: the test measures what the container's reads fetched, not the idle fill-in.
         extra = (

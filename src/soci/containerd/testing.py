@@ -54,6 +54,31 @@ def wait_for_exit(pid: int, timeout_sec: float) -> bool:
     return False
 
 
+def cri_plugin_config(*, sandbox_image: str, cni_dir: Path, hosts_dir: Path, snapshotter: str = "soci") -> str:
+    """``cri_config`` for ``ContainerdServer``: the CRI plugin preparing images with ``snapshotter`` (with CRI's
+    snapshot labels, as a Kubernetes node's containerd), registries from ``hosts_dir``, CNI config in ``cni_dir``."""
+    return f"""[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{sandbox_image}"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  disable_apparmor = true
+  # the sandbox asks for oom_score_adj -998, which this machine does not let even root set (EACCES)
+  restrict_oom_score_adj = true
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "{snapshotter}"
+    disable_snapshot_annotations = false
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni_dir}"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{hosts_dir}"
+"""
+
+
 class ContainerdServer:
     """containerd with its files under ``workdir``; ``proxy_plugins`` maps snapshotter names to sockets."""
 
