@@ -151,10 +151,12 @@ def soci(root: Path, *args: str) -> str:
     return result.output
 
 
-def convert(root: Path, src: BuiltImage, dst_tag: str, min_layer_size: int = 0) -> BuiltImage:
-    """``soci convert --remote``: a SOCI-enabled (v2) copy of ``src`` under ``dst_tag``."""
+def convert(root: Path, src: BuiltImage, dst_tag: str, min_layer_size: int = 0, span_size: int = 0) -> BuiltImage:
+    """``soci convert --remote``: a SOCI-enabled (v2) copy of ``src`` under ``dst_tag`` (``span_size`` 0: the
+    default)."""
     dst = src.ref.rsplit(":", 1)[0] + ":" + dst_tag
-    soci(root, "convert", "--remote", "--plain-http", "--min-layer-size", str(min_layer_size), src.ref, dst)
+    spans = ["--span-size", str(span_size)] if span_size else []
+    soci(root, "convert", "--remote", "--plain-http", "--min-layer-size", str(min_layer_size), *spans, src.ref, dst)
     return BuiltImage(dst, src.layers)
 
 

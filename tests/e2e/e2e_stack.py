@@ -87,8 +87,18 @@ class Stack:
         """Start the daemon again and wait until containerd's connection to it works again (containerd
         retries a broken proxy connection with backoff)."""
         self.daemon.start()
-        usage = ("snapshots", "--snapshotter", "soci", "usage")
-        assert wait_until(lambda: self.containerd.ctr(*usage, check=False).returncode == 0), "containerd cannot reach"
+        # containerd reconnects with backoff; only a call that reaches the snapshotter shows that it has. Its
+        # metadata store answers Stat and Usage of snapshots it does not know itself, so a throwaway Prepare it is
+        probe = ("snapshots", "--snapshotter", "soci")
+
+        def answered() -> bool:
+            key = f"restart-probe-{secrets.token_hex(4)}"
+            if self.containerd.ctr(*probe, "prepare", key, check=False).returncode != 0:
+                return False
+            self.containerd.ctr(*probe, "rm", key)
+            return True
+
+        assert wait_until(answered), "containerd cannot reach the restarted snapshotter"
 
     def log_entries(self) -> list[dict[str, object]]:
         return self.daemon.log_entries()

@@ -123,3 +123,36 @@ def test_merged_segments_cover_every_read_and_never_overlap(ranges: list[tuple[i
     for off, n in ranges:
         assert any(s.offset <= off and off + n <= s.end for s in segments)
     assert all(s.offset % lo.ALIGNMENT == 0 and s.length % lo.ALIGNMENT == 0 for s in segments)
+
+
+def test_ztoc_metadata_round_trips_and_needs_its_ztoc() -> None:
+    packed = lo.encode_ztoc_metadata(b"ztoc bytes" * 100)
+    document = lo.LoadOrder("w", (lo.LayerLoadOrder(L1, (), "sha256:" + "3" * 64, (), packed),))
+    parsed = lo.parse(lo.marshal(document))
+    assert parsed == document
+    assert lo.decode_ztoc_metadata(parsed.layers[0].ztoc_metadata) == b"ztoc bytes" * 100
+    obj = json.loads(lo.marshal(document))
+    del obj["layers"][0]["ztoc"]
+    with pytest.raises(FormatError, match=r"layers\[0\]: ztoc_metadata needs the ztoc"):
+        lo.parse(json.dumps(obj).encode())
+    obj["layers"][0]["ztoc"] = "sha256:" + "3" * 64
+    obj["layers"][0]["ztoc_metadata"] = "not base64!"
+    with pytest.raises(FormatError, match=r"layers\[0\]: ztoc_metadata is not base64"):
+        lo.parse(json.dumps(obj).encode())
+    obj["layers"][0]["ztoc_metadata"] = 7
+    with pytest.raises(FormatError, match=r"layers\[0\]: ztoc_metadata must be a string"):
+        lo.parse(json.dumps(obj).encode())
+
+
+def test_ztoc_metadata_that_is_not_zlib_or_too_large_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(FormatError, match="zm: not zlib data"):
+        lo.decode_ztoc_metadata(b"plain", "zm")
+    with pytest.raises(FormatError, match="zm: truncated"):
+        lo.decode_ztoc_metadata(lo.encode_ztoc_metadata(b"x" * 1000)[:-3], "zm")
+    with pytest.raises(FormatError, match="zm: truncated, or followed"):
+        lo.decode_ztoc_metadata(lo.encode_ztoc_metadata(b"x") + b"tail", "zm")
+    monkeypatch.setattr(lo, "MAX_ZTOC_METADATA_BYTES", 1 << 20)
+    bomb = lo.encode_ztoc_metadata(bytes(64 << 20))  # 64 KiB that inflate to 64 MiB
+    with pytest.raises(FormatError, match="zm: inflates to more than 1048576 bytes"):
+        lo.decode_ztoc_metadata(bomb, "zm")
+    assert lo.decode_ztoc_metadata(lo.encode_ztoc_metadata(bytes(1 << 20)), "zm") == bytes(1 << 20)

@@ -15,6 +15,7 @@ from soci.formats.zinfo import (
     Checkpoint,
     GzipZinfo,
     TarZinfo,
+    without_windows,
     zinfo_from_blob,
 )
 
@@ -250,3 +251,25 @@ def test_dispatch_by_algorithm() -> None:
         zinfo_from_blob("zstd", tar_blob)
     with pytest.raises(FormatError, match="unexpected compression algorithm"):
         zinfo_from_blob("GZIP", gzip_blob)
+
+
+@settings(max_examples=30, deadline=None)
+@given(points=checkpoint_lists(), span=st.integers(0, 2**40), version=st.sampled_from([1, 2]))
+def test_without_windows_keeps_the_table_and_zeroes_only_the_windows(
+    points: list[Checkpoint], span: int, version: int
+) -> None:
+    points[0] = Checkpoint(10, 0, 0, ZERO_WINDOW)
+    blob = GzipZinfo.from_checkpoints(span, points, version=version).to_blob()
+    stripped = without_windows(blob)
+    assert len(stripped) == len(blob)
+    parsed = GzipZinfo.from_blob(stripped)
+    assert parsed.version == version and parsed.span_size == span
+    assert [parsed.checkpoint(i) for i in range(len(parsed))] == [
+        Checkpoint(p.compressed_offset, p.uncompressed_offset, p.bits, ZERO_WINDOW) for p in points
+    ]
+    assert without_windows(stripped) == stripped
+
+
+def test_without_windows_rejects_what_from_blob_rejects() -> None:
+    with pytest.raises(FormatError, match="does not hold"):
+        without_windows(header(2, 65536) + b"\0" * 5)

@@ -7,13 +7,14 @@ import dataclasses
 import random
 
 import pytest
-from fs_layers import TarWriter, build_layer, every_entry_type_tar
+from fs_layers import TarWriter, build_layer, build_plain_layer, every_entry_type_tar
 
 from soci.errors import FormatError
+from soci.formats.zinfo import without_windows
 from soci.formats.ztoc import FileMetadata
 from soci.formats.ztoc_codec import marshal_ztoc, unmarshal_ztoc
 from soci.fs.tree import LayerTree, build_tree
-from soci.fs.ztoc_reader import ZtocInfo, load_ztoc
+from soci.fs.ztoc_reader import ZtocInfo, load_ztoc, ztoc_without_windows
 
 
 def _same_tree(a: LayerTree, b: LayerTree) -> None:
@@ -75,3 +76,23 @@ def test_random_corruption_never_escapes_as_another_error() -> None:
             mutated[rng.randrange(len(mutated) // 4)] ^= 1 << rng.randrange(8)  # tables sit near the front
         with contextlib.suppress(FormatError):  # anything else escaping fails the test
             load_ztoc(bytes(mutated))
+
+
+def test_without_windows_is_the_same_ztoc_but_for_its_windows() -> None:
+    layer = build_layer(every_entry_type_tar(), span_size=1 << 10)
+    stripped = ztoc_without_windows(layer.ztoc_bytes)
+    assert len(stripped) == len(layer.ztoc_bytes) and stripped != layer.ztoc_bytes
+    info, tree = load_ztoc(layer.ztoc_bytes)
+    stripped_info, stripped_tree = load_ztoc(stripped)
+    assert dataclasses.replace(stripped_info, checkpoints=info.checkpoints) == info
+    assert stripped_info.checkpoints == without_windows(info.checkpoints)
+    _same_tree(tree, stripped_tree)
+    # only the window bytes differ
+    changed = [i for i, (a, b) in enumerate(zip(stripped, layer.ztoc_bytes, strict=True)) if a != b]
+    start = layer.ztoc_bytes.index(info.checkpoints)
+    assert all(start + 12 <= i < start + len(info.checkpoints) for i in changed)
+    assert ztoc_without_windows(stripped) == stripped
+    plain = build_plain_layer(every_entry_type_tar(), span_size=1 << 10)
+    assert ztoc_without_windows(plain.ztoc_bytes) == plain.ztoc_bytes  # no windows to strip
+    with pytest.raises(FormatError):
+        ztoc_without_windows(layer.ztoc_bytes[:100])

@@ -6,9 +6,12 @@ layer that provides the file. Registry, containerd and the daemon are real and s
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import signal
 import subprocess
+import tarfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +19,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from e2e_images import EXPECTED_OUTPUT, SCRIPT, BuiltImage, convert, push_image  # type: ignore[import-not-found,unused-ignore]
-from e2e_stack import FUSE_MOUNTER, Stack, needs_stack, stack_running, wait_until  # type: ignore[import-not-found,unused-ignore]
+from e2e_stack import FUSE_MOUNTER, Stack, mounted_view, needs_stack, stack_running, wait_until  # type: ignore[import-not-found,unused-ignore]
 
 from soci.cli.main import cli
+from soci.containerd.pull import chain_ids
 from soci.formats import load_order as lo
-from soci.testing.registry_server import RegistryServer
+from soci.testing.registry_server import RegistryServer, sha256_digest
 
 pytestmark = [*needs_stack, pytest.mark.fuse, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -43,7 +47,9 @@ def stack(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def image(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
     workdir = tmp_path_factory.mktemp("lo-image")
-    return convert(workdir / "soci", push_image(stack.registry, workdir, "lo/app", "v1", seed=701), "v1-soci")
+    # 1 MiB spans: the big layer has several, so serving it needs the windows of its zTOC
+    return convert(workdir / "soci", push_image(stack.registry, workdir, "lo/app", "v1", seed=701), "v1-soci",
+                   span_size=1 << 20)  # fmt: skip
 
 
 def soci(stack: Stack, *args: str, namespace: str = "default", ok: bool = True) -> str:
@@ -80,13 +86,15 @@ def test_record_push_select_replay(stack: Stack, image: BuiltImage, tmp_path: Pa
     second = _record(stack, image.ref, tmp_path / "second.json")
     assert lo.identity_bytes(first) == lo.identity_bytes(second)
 
-    base, _, top = (layer.descriptor().digest for layer in image.layers)
+    base, big, top = (layer.descriptor().digest for layer in image.layers)
     paths = {entry.digest: {s.path for s in entry.segments} for entry in first.layers}
     assert "etc/greeting" in paths[top]  # provided by the top layer ...
     assert "etc/greeting" not in paths.get(base, set())  # ... though the base layer has one too
     assert "bin/sh" in paths[base]
-    # record adds verified fetch points for the gzip layers it read (--fetch-points is the default)
+    # record adds verified fetch points for the gzip layers it read (--fetch-points is the default), and every
+    # indexed layer's zTOC metadata, the big layer too, although the workload reads nothing of it
     assert all(entry.fetch_points for entry in first.layers if entry.segments), first.layers
+    assert {entry.digest for entry in first.layers if entry.ztoc_metadata} == {base, big, top}, first.layers
 
     # the same image under another name: the document applies unchanged
     other = image.ref.replace("lo/app:v1-soci", "lo/copy:v1")
@@ -99,6 +107,8 @@ def test_record_push_select_replay(stack: Stack, image: BuiltImage, tmp_path: Pa
 
     # selected by the rpull label when the layers mount: chosen, logged, counted, replayed; the container runs
     _forget(stack, image.ref, other)
+    assert stack.daemon.stop(signal.SIGTERM) == 0  # a daemon that has not seen the zTOCs (it keeps the last few)
+    stack.restart_daemon()
     stack.rpull(other, "--load-order", "greet")
     assert stack.run(other, "/bin/sh", "-c", SCRIPT) == EXPECTED_OUTPUT
     messages = _messages(stack)
@@ -108,6 +118,22 @@ def test_record_push_select_replay(stack: Stack, image: BuiltImage, tmp_path: Pa
     assert any(re.search(r": [1-9][0-9]* fetch points and", m) for m in replayed), replayed
     with urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=10) as response:
         assert 'layer="greet (label)",operation_type="load_order_selected"' in response.read().decode()
+    # every layer mounted from the document's zTOC metadata, none waited for its zTOC
+    from_metadata = [m for m in messages if "mounts from the load order document's zTOC metadata" in m]
+    assert {d for d in (base, big, top) if any(d in m for m in from_metadata)} == {base, big, top}, from_metadata
+
+    # files the document never read are served exactly, through spans inflated with the windows of the zTOC,
+    # which is fetched (and checked against the metadata) when first needed
+    with tarfile.open(fileobj=io.BytesIO(image.layers[1].tar)) as tar:
+        expected = {m.name: tar.extractfile(m).read() for m in tar.getmembers()  # type: ignore[union-attr]
+                    if m.isfile() and m.name.startswith("opt/app/")}  # fmt: skip
+    top_chain = chain_ids([sha256_digest(layer.tar) for layer in image.layers])[-1]
+    with mounted_view(stack.containerd, "soci", top_chain, tmp_path / "view") as view:
+        assert {name: (view / name).read_bytes() for name in expected} == expected
+    messages = _messages(stack)
+    windows = [m for m in messages if big in m or "windows" in m]
+    assert f"{big}: checkpoint windows fetched" in messages, windows
+    assert not any("metadata was made from" in m for m in messages)
 
 
 def test_missing_load_order_is_logged_and_the_container_still_starts(stack: Stack, image: BuiltImage) -> None:
@@ -128,6 +154,6 @@ def test_export_to_upstream_prefetch_artifacts(stack: Stack, image: BuiltImage, 
         check=True, capture_output=True, text=True).stdout)  # fmt: skip
     prefetch = [d for d in index["layers"] if d["mediaType"] == "application/vnd.amazon.soci.prefetch.v1+json"]
     assert {d["annotations"]["com.amazon.soci.image-layer-digest"] for d in prefetch} == {
-        e.digest for e in document.layers
+        e.digest for e in document.layers if e.segments  # not the entries that carry only zTOC metadata
     }
     assert "subject" not in index

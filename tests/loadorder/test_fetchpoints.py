@@ -19,13 +19,14 @@ from pathlib import Path
 import pytest
 from lo_layers import CountingBlob
 
+from soci.errors import DataLoss, Unavailable
 from soci.formats import load_order as lo
 from soci.formats.load_order import FetchPoint, Segment
 from soci.formats.zinfo import WINDOW_SIZE, GzipZinfo, zinfo_from_blob
 from soci.formats.ztoc_codec import marshal_ztoc
 from soci.fs.layer import Layer, LayerRequest, LayerResolver
 from soci.fs.spans import SpanState, piece_key
-from soci.fs.ztoc_reader import load_ztoc
+from soci.fs.ztoc_reader import load_ztoc, ztoc_without_windows
 from soci.index.ztoc_builder import build_ztoc
 from soci.loadorder.fetchpoints import LEAD, layer_fetch_points
 from soci.loadorder.replay import plan_spans, replay
@@ -345,3 +346,97 @@ async def test_malformed_points_are_rejected_naming_the_field(
     obj["layers"][0]["fetch_points"][0][field] = value
     with pytest.raises(lo.FormatError, match=message):
         lo.parse(json.dumps(obj).encode())
+
+
+class _ZtocSource:
+    """The zTOC as the daemon fetches it for a layer mounted from metadata: counted, and failing on demand."""
+
+    def __init__(self, ztoc: bytes, failures: int = 0) -> None:
+        self.ztoc = ztoc
+        self.calls = 0
+        self.failures = failures
+
+    async def __call__(self) -> bytes:
+        self.calls += 1
+        await asyncio.sleep(0)
+        if self.calls <= self.failures:
+            raise Unavailable("registry down")
+        return self.ztoc
+
+
+@asynccontextmanager
+async def _opened_from_metadata(
+    layer: _Layer, root: Path, executor: ThreadPoolExecutor, source: _ZtocSource
+) -> AsyncIterator[tuple[Layer, CountingBlob]]:
+    request, blob = layer.request()
+    request = replace(request, ztoc=ztoc_without_windows(layer.ztoc), full_ztoc=source)
+    resolver = LayerResolver(root, executor=executor)
+    opened = await resolver.acquire(request)
+    try:
+        yield opened, blob
+    finally:
+        await resolver.release(opened)
+
+
+def _unplanned(layer: _Layer, opened: Layer) -> tuple[str, int]:
+    """A file the document does not name, whose data lies past the first span (inflating it needs a window)."""
+    named = {s.path for s in _segments(layer)}
+    for name in layer.files:
+        ino = opened.tree.resolve(name.encode())
+        if name not in named and opened.spans.span_of(opened.tree.header_offset(ino)) > 0:
+            return name, ino
+    raise AssertionError("no such file")
+
+
+async def test_a_layer_mounted_from_ztoc_metadata_serves_its_points_without_the_ztoc(
+    layer: _Layer, tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    """The metadata is the zTOC but for its windows: the tree and the fetch points need nothing else, and the zTOC
+    is fetched once, when a span must first be inflated; every byte served is the layer's."""
+    metadata = lo.encode_ztoc_metadata(ztoc_without_windows(layer.ztoc))
+    assert len(metadata) < len(layer.ztoc) / 4, (len(metadata), len(layer.ztoc))
+    segments = _segments(layer)
+    points = await layer.fetch_points(segments)
+    source = _ZtocSource(layer.ztoc)
+    async with _opened_from_metadata(layer, tmp_path, executor, source) as (opened, blob):
+        assert not opened.spans.has_windows
+        result = await replay(opened, segments, name="metadata", fetch_points=points)
+        assert (result.fetch_points, result.spans, result.failed_runs) == (len(points), 0, 0)
+        await _read_all(opened, layer, segments)
+        assert source.calls == 0
+        name, ino = _unplanned(layer, opened)
+        got = await asyncio.gather(*(opened.reader.read(ino, 0, 5000) for _ in range(3)))
+        assert got == [layer.files[name][:5000]] * 3
+        assert source.calls == 1 and opened.spans.has_windows
+        for other in layer.files:  # the rest of the layer, through spans inflated with the real windows
+            size = len(layer.files[other])
+            assert await opened.reader.read(opened.tree.resolve(other.encode()), 0, size) == layer.files[other]
+        assert source.calls == 1 and blob.reads
+
+
+async def test_a_failed_ztoc_fetch_fails_that_read_and_the_next_read_tries_again(
+    layer: _Layer, tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    source = _ZtocSource(layer.ztoc, failures=1)
+    async with _opened_from_metadata(layer, tmp_path, executor, source) as (opened, _):
+        name, ino = _unplanned(layer, opened)
+        with pytest.raises(Unavailable, match="registry down"):
+            await opened.reader.read(ino, 0, 100)
+        assert await opened.reader.read(ino, 0, 100) == layer.files[name][:100]
+        assert source.calls == 2 and not opened.error
+
+
+async def test_a_ztoc_that_is_not_the_metadata_fails_reads_that_need_it(
+    layer: _Layer, tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    """A document whose metadata does not match the index's zTOC (stale, or edited): nothing is inflated with
+    windows from a zTOC that describes another layout; the reads that need them fail, and the layer says why."""
+    other = _Layer(files=14, size=300_001, seed=10).ztoc
+    source = _ZtocSource(other)
+    async with _opened_from_metadata(layer, tmp_path, executor, source) as (opened, _):
+        _, ino = _unplanned(layer, opened)
+        for _ in range(2):
+            with pytest.raises(DataLoss, match="is not the zTOC the load order document's metadata was made from"):
+                await opened.reader.read(ino, 0, 100)
+        assert source.calls == 1  # not fetched again: it is the document that is wrong
+        assert "metadata was made from" in json.loads(opened.state_json())["error"]

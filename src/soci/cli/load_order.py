@@ -55,6 +55,13 @@ _FETCH_POINTS_OPTION = click.option(
     show_default=True,
     help="add verified fetch points, so a replay fetches the recorded byte ranges instead of whole spans",
 )
+_ZTOC_METADATA_OPTION = click.option(
+    "--ztoc-metadata/--no-ztoc-metadata",
+    default=True,
+    show_default=True,
+    help="with fetch points: add each layer's zTOC without its windows, so the snapshotter mounts the layer "
+    "before fetching its zTOC",
+)
 
 
 @load_order.command("record", context_settings={"ignore_unknown_options": True})
@@ -69,6 +76,7 @@ _FETCH_POINTS_OPTION = click.option(
     "--keep-cache", is_flag=True, help="do not drop the page cache first (reads cached by the kernel are missed)"
 )
 @_FETCH_POINTS_OPTION
+@_ZTOC_METADATA_OPTION
 @click.argument("ref")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_options
@@ -86,6 +94,7 @@ def record_command(
     push_: bool,
     keep_cache: bool,
     fetch_points: bool,
+    ztoc_metadata: bool,
     ref: str,
     command: tuple[str, ...],
 ) -> None:
@@ -119,7 +128,7 @@ def record_command(
         )
         click.echo(f"recorded {document.segment_count} segments in {len(document.layers)} layers ({outcome})")
         if fetch_points:
-            document = asyncio.run(_with_fetch_points(registry_flags_, reference, descriptor, document))
+            document = asyncio.run(_with_fetch_points(registry_flags_, reference, descriptor, document, ztoc_metadata))
         if output:
             output.write_bytes(lo.marshal(document))
             click.echo(f"wrote {output}")
@@ -200,12 +209,22 @@ def _run(
 
 
 async def _with_fetch_points(
-    registry_flags_: RegistryFlags, reference: Reference, manifest: Descriptor, document: lo.LoadOrder
+    registry_flags_: RegistryFlags,
+    reference: Reference,
+    manifest: Descriptor,
+    document: lo.LoadOrder,
+    ztoc_metadata: bool,
 ) -> lo.LoadOrder:
     async with registry_flags_.client(reference.domain) as client:
-        with_points = await add_fetch_points(client, reference.path, manifest.digest, document)
+        with_points = await add_fetch_points(
+            client, reference.path, manifest.digest, document, ztoc_metadata=ztoc_metadata
+        )
     count = sum(len(layer.fetch_points) for layer in with_points.layers)
     click.echo(f"added {count} fetch points ({len(lo.marshal(with_points)) - len(lo.marshal(document))} bytes)")
+    metadata = [layer for layer in with_points.layers if layer.ztoc_metadata]
+    if metadata:
+        total = sum(len(layer.ztoc_metadata) for layer in metadata)
+        click.echo(f"added the zTOC metadata of {len(metadata)} layers ({total} bytes before base64)")
     return with_points
 
 
@@ -226,6 +245,7 @@ async def _push(
     default=False,
     help="compute fetch points for the document first (replacing any it has)",
 )
+@_ZTOC_METADATA_OPTION
 @click.argument("ref")
 @click.argument("document", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 def push_command(
@@ -234,6 +254,7 @@ def push_command(
     user: str | None,
     hosts_dir: Path | None,
     fetch_points: bool,
+    ztoc_metadata: bool,
     ref: str,
     document: Path,
 ) -> None:
@@ -245,7 +266,7 @@ def push_command(
         descriptor, manifest = asyncio.run(_image(registry_flags_, reference))
         lo.check_layers(parsed, [d.digest for d in manifest.layers or ()])
         if fetch_points:
-            parsed = asyncio.run(_with_fetch_points(registry_flags_, reference, descriptor, parsed))
+            parsed = asyncio.run(_with_fetch_points(registry_flags_, reference, descriptor, parsed, ztoc_metadata))
         digest = asyncio.run(_push(registry_flags_, reference, descriptor, parsed))
         click.echo(f"pushed load order {parsed.name} as {digest}")
 

@@ -246,6 +246,7 @@ class Daemon:
             soci_v1=config.pull_modes.soci_v1.enable,
             soci_v2=config.pull_modes.soci_v2.enable,
             metrics=metrics,
+            stand_ins=load_order,  # a chosen document's zTOC metadata mounts its layers before their zTOCs arrive
         )
         self._closers.append(remote.aclose)
         userxattr = system.needs_userxattr()

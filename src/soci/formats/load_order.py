@@ -12,7 +12,8 @@ Shape (version "1"; keys sorted, no whitespace, UTF-8 — the canonical bytes ``
                  "fetch_points": [{"bits": B, "compressed_end": CE, "compressed_offset": C, "digest": "sha256:..",
                                    "time_ms": T, "uncompressed_digest": "sha256:..", "uncompressed_end": UE,
                                    "uncompressed_offset": U, "window": "<base64 of the zlib-compressed 32 KiB>"},
-                                  ...]}, ...],
+                                  ...],
+                 "ztoc_metadata": "<base64 of the zlib-compressed zTOC, its checkpoint windows zeroed>"}, ...],
      "mediaType": "application/vnd.soci-py.load-order.v1+json",
      "name": "<workload>",
      "version": "1"}
@@ -28,6 +29,12 @@ whole spans: each is a deflate block boundary before the run, given as a checkpo
 ``bits``, 32 KiB window), with the sha256 of the blob bytes from there to the block boundary after the run
 (``digest``) and of what they inflate to (``uncompressed_digest``). They are computed at record time from
 spans verified against the zTOC, and describe the layer blob itself, so they hold for any zTOC of the layer.
+
+``ztoc_metadata`` (optional, per layer, only with ``ztoc``) is that zTOC with the 32 KiB window of every
+checkpoint zeroed, zlib-compressed: everything a mount needs (the table of contents, span table, span digests)
+at a few percent of the zTOC's bytes, so a layer can be mounted, and its fetch points served, before its zTOC is
+fetched. Only inflating a whole span needs the windows; the daemon then fetches the zTOC itself (verified
+against the SOCI index) and checks that it equals this, windows aside.
 """
 
 from __future__ import annotations
@@ -62,6 +69,8 @@ MAX_DOCUMENT_BYTES: Final = 16 << 20
 """Room for fetch points (a compressed 32 KiB window each); a document without them stays far smaller."""
 MAX_FETCH_POINT_BYTES: Final = 64 << 20
 """Largest uncompressed range of one fetch point (the daemon holds it in memory while it is checked)."""
+MAX_ZTOC_METADATA_BYTES: Final = 256 << 20
+"""Largest zTOC a document's ``ztoc_metadata`` may inflate to (a bomb stops here)."""
 MAX_SEGMENTS: Final = 50_000
 MAX_NAME_LENGTH: Final = 128
 ALIGNMENT: Final = 4096
@@ -115,6 +124,8 @@ class LayerLoadOrder:
     segments: tuple[Segment, ...]
     ztoc: str = ""
     fetch_points: tuple[FetchPoint, ...] = ()
+    ztoc_metadata: bytes = field(default=b"", repr=False)
+    """zlib-compressed: the zTOC named by ``ztoc`` with its windows zeroed (``decode_ztoc_metadata``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +255,24 @@ def decode_window(text: str, where: str) -> bytes:
     return window
 
 
+def encode_ztoc_metadata(windowless_ztoc: bytes) -> bytes:
+    return zlib.compress(windowless_ztoc, 9)
+
+
+def decode_ztoc_metadata(packed: bytes, where: str = "ztoc_metadata") -> bytes:
+    """The windowless zTOC from its compressed form; FormatError naming ``where`` for anything else."""
+    inflater = zlib.decompressobj()
+    try:
+        data = inflater.decompress(packed, MAX_ZTOC_METADATA_BYTES + 1)  # bounded: a bomb cannot grow past this
+    except zlib.error as exc:
+        raise FormatError(f"{where}: not zlib data: {exc}") from None
+    if len(data) > MAX_ZTOC_METADATA_BYTES:
+        raise FormatError(f"{where}: inflates to more than {MAX_ZTOC_METADATA_BYTES} bytes")
+    if not inflater.eof or inflater.unused_data:
+        raise FormatError(f"{where}: truncated, or followed by other bytes")
+    return data
+
+
 # ---- bytes ---------------------------------------------------------------------------------------------
 
 
@@ -262,6 +291,8 @@ def marshal(document: LoadOrder) -> bytes:
             layer["ztoc"] = entry.ztoc
         if entry.fetch_points:
             layer["fetch_points"] = [_fetch_point_object(p) for p in entry.fetch_points]
+        if entry.ztoc_metadata:
+            layer["ztoc_metadata"] = base64.b64encode(entry.ztoc_metadata).decode()
         layers.append(layer)
     obj = {
         "version": VERSION,
@@ -354,11 +385,21 @@ def _layer(raw: Any, where: str) -> LayerLoadOrder:
     points = raw.get("fetch_points", [])
     if not isinstance(points, list) or len(points) > MAX_SEGMENTS:
         raise FormatError(f"{where}: fetch_points must be an array of at most {MAX_SEGMENTS}")
+    metadata = raw.get("ztoc_metadata", "")
+    if not isinstance(metadata, str):
+        raise FormatError(f"{where}: ztoc_metadata must be a string")
+    if metadata and not ztoc:
+        raise FormatError(f"{where}: ztoc_metadata needs the ztoc it was made from")
+    try:
+        packed = base64.b64decode(metadata.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error) as exc:
+        raise FormatError(f"{where}: ztoc_metadata is not base64: {exc}") from None
     return LayerLoadOrder(
         digest,
         tuple(_segment(s, f"{where}.segments[{j}]") for j, s in enumerate(segments)),
         ztoc,
         tuple(_fetch_point(p, f"{where}.fetch_points[{j}]") for j, p in enumerate(points)),
+        packed,
     )
 
 

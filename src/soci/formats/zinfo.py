@@ -317,6 +317,17 @@ class TarZinfo:
 Zinfo = GzipZinfo | TarZinfo
 
 
+def without_windows(blob: bytes | bytearray | memoryview) -> bytes:
+    """A gzip zinfo blob with every checkpoint's window zeroed: the same table and span arithmetic, a
+    fraction of the size once compressed, but inflating any span but the first needs the real windows back."""
+    GzipZinfo.from_blob(blob)  # the same checks (and FormatError) as any other use of the blob
+    data = bytearray(blob)
+    head = _RECORD_HEAD.size
+    for pos in range(BLOB_HEADER_SIZE, len(data), CHECKPOINT_RECORD_SIZE):
+        data[pos + head : pos + CHECKPOINT_RECORD_SIZE] = _ZERO_WINDOW
+    return bytes(data)
+
+
 def zinfo_from_blob(algorithm: str, blob: bytes | bytearray | memoryview) -> GzipZinfo | TarZinfo:
     """Parse a zTOC's checkpoints bytes according to its compression algorithm (lower-case name)."""
     if algorithm == ALGORITHM_GZIP:

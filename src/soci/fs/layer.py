@@ -17,7 +17,7 @@ import logging
 import shutil
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +25,7 @@ from typing import Any
 
 from soci.cache import DirectorySpanCache, FallbackNotice, FallbackSpanCache, MemorySpanCache, SpanCache
 from soci.cache.budget import CacheBudget, effective_limit
-from soci.errors import DataLoss, FormatError, SociError
+from soci.errors import DataLoss, FormatError, SociError, Unavailable
 from soci.formats.digest import digest_hex, parse_digest
 from soci.formats.soci_index import PrefetchSpan
 from soci.formats.zinfo import GzipZinfo, TarZinfo, zinfo_from_blob
@@ -36,7 +36,7 @@ from soci.fs.options import FsOptions
 from soci.fs.reader import FileReader
 from soci.fs.spans import RecentSpans, SpanManager, SpanStatistics, check_span_table
 from soci.fs.tree import LayerTree
-from soci.fs.ztoc_reader import ZtocInfo, load_ztoc, read_ztoc_info
+from soci.fs.ztoc_reader import ZtocInfo, load_ztoc, read_ztoc_info, ztoc_without_windows
 from soci.futures import mark_retrieved
 from soci.registry.transport import retry_corrupt
 
@@ -63,6 +63,9 @@ class LayerRequest:
     image_ref: str = ""
     gzip_header: bytes | None = field(default=None, repr=False)
     """The blob's first ``gzip_header_length`` bytes if already fetched (beside the zTOC); still checked."""
+    full_ztoc: Callable[[], Awaitable[bytes]] | None = field(default=None, repr=False)
+    """Set when ``ztoc`` is the zTOC without its windows (a load order document's zTOC metadata): fetches the
+    digest-verified zTOC, the first time a span must be inflated."""
 
 
 def gzip_header_length(zinfo: GzipZinfo | TarZinfo) -> int:
@@ -258,6 +261,7 @@ class LayerResolver:
                 self.metrics.observe(fm.OP_INIT_METADATA_STORE, request.layer_digest, loop.time() - start)
                 if header is not None:
                     await header
+            errors: list[Layer] = []
             spans = SpanManager(
                 zinfo, info.span_digests,
                 compressed_size=info.compressed_archive_size, uncompressed_size=info.uncompressed_archive_size,
@@ -266,9 +270,11 @@ class LayerResolver:
                 fetch_timeout_sec=self.options.blob.fetching_timeout_sec, limiter=self._limiter,
                 readahead_spans=self.options.readahead_spans, neighbour_spans=self.options.neighbour_spans,
                 recent=self._recent, name=request.layer_digest,
+                windows=None if request.full_ztoc is None else lambda: self._windows(request, errors),
             )  # fmt: skip
             reader = FileReader(tree, spans, verify=not self.options.disable_verification, name=request.layer_digest)
             layer = Layer(request, info, tree, spans, reader, cache, header_bytes)
+            errors.append(layer)
             if self.options.prefetch.enable and request.prefetch:
                 try:
                     async with asyncio.timeout(self.options.mount_timeout_sec):
@@ -284,6 +290,25 @@ class LayerResolver:
         _trim_heap()
         log.info("layer %s ready: %d inodes, %d spans", request.layer_digest, tree.inode_count, spans.span_count)
         return layer
+
+    async def _windows(self, request: LayerRequest, layer: list[Layer]) -> GzipZinfo | TarZinfo:
+        """The real checkpoint table of a layer mounted from zTOC metadata: its zTOC, which must equal the
+        metadata but for the windows (DataLoss otherwise, recorded as the layer's error)."""
+        assert request.full_ztoc is not None
+        try:
+            ztoc = await request.full_ztoc()
+        except DataLoss as exc:  # corrupted on the way (after the client's own retries): worth another try later
+            raise Unavailable(f"layer {request.layer_digest}: zTOC {request.ztoc_digest}: {exc}") from exc
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(self._executor, ztoc_without_windows, ztoc) != request.ztoc:
+            mismatch = DataLoss(f"layer {request.layer_digest}: zTOC {request.ztoc_digest} is not the zTOC the load "
+                                "order document's metadata was made from")  # fmt: skip
+            log.error("%s", mismatch)
+            for opened in layer:
+                opened.record_error(mismatch)
+            raise mismatch
+        info = read_ztoc_info(ztoc)
+        return zinfo_from_blob(info.compression_algorithm, info.checkpoints)
 
     def _cache(self, ztoc_hex: str) -> SpanCache:
         if self.options.filesystem_cache_type == "memory":

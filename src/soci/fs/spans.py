@@ -24,7 +24,7 @@ import enum
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -202,6 +202,10 @@ class SpanManager:
         neighbour_spans: spans fetched after those a read had to fetch, once that read has them (0: none).
         recent: memory for recently inflated spans, shared between layers (None: none).
         name: for messages (the layer digest).
+        windows: set when ``zinfo``'s checkpoint windows are zeroed (a load order document's zTOC metadata):
+            returns the real table, fetched once before the first span is inflated (fetch points and
+            compressed background fetches need none). A failure fails the reads waiting for it; the next
+            read tries again, unless it was DataLoss (the zTOC contradicts the metadata).
     """
 
     def __init__(
@@ -221,6 +225,7 @@ class SpanManager:
         neighbour_spans: int = 0,
         recent: RecentSpans | None = None,
         name: str = "layer",
+        windows: Callable[[], Awaitable[GzipZinfo | TarZinfo]] | None = None,
     ) -> None:
         check_span_table(zinfo, span_digests, len(span_digests) - 1, compressed_size=compressed_size,
                          uncompressed_size=uncompressed_size)  # fmt: skip
@@ -264,6 +269,8 @@ class SpanManager:
         self._planned: list[FetchPoint] = []
         self._fetch_points = 0
         self._fetch_point_failures = 0
+        self._windows_loader = windows
+        self._windows: asyncio.Future[None] | None = None
 
     # ---- public ----------------------------------------------------------------------------------------
 
@@ -506,6 +513,39 @@ class SpanManager:
         else:
             future.set_result(outcome)
 
+    # ---- checkpoint windows ------------------------------------------------------------------------------
+
+    @property
+    def has_windows(self) -> bool:
+        """Whether spans can be inflated without fetching the zTOC first."""
+        return self._windows_loader is None
+
+    def _load_windows(self) -> asyncio.Future[None] | None:
+        """Start fetching the real checkpoint table (once); None when it is here already."""
+        if self._windows_loader is None:
+            return None
+        if self._windows is None:
+            self._windows = asyncio.ensure_future(self._fetch_windows(self._windows_loader))
+            self._windows.add_done_callback(mark_retrieved)
+        return self._windows
+
+    async def _fetch_windows(self, loader: Callable[[], Awaitable[GzipZinfo | TarZinfo]]) -> None:
+        zinfo = await loader()
+        self._zinfo = zinfo
+        self._windows_loader = None
+        log.info("%s: checkpoint windows fetched", self.name)
+
+    async def _need_windows(self) -> None:
+        pending = self._load_windows()
+        if pending is None:
+            return
+        try:
+            await asyncio.shield(pending)
+        except BaseException as exc:
+            if pending.done() and self._windows is pending and not isinstance(exc, DataLoss):
+                self._windows = None  # a transient failure: the next read tries again
+            raise
+
     # ---- loading -------------------------------------------------------------------------------------------
 
     async def _ensure(self, first: int, last: int) -> dict[int, SpanBytes]:
@@ -539,6 +579,8 @@ class SpanManager:
             elif state is SpanState.FETCHED:
                 waits.append((i, self._register(i)))
                 self._spawn(self._inflate_fetched(i))
+        if waits or fetch:
+            self._load_windows()  # the zTOC travels beside the spans, not after them
         for run in self._runs(fetch):
             arrival: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             arrival.add_done_callback(mark_retrieved)
@@ -626,6 +668,7 @@ class SpanManager:
             if raw is None:
                 data = await self._verified_inflate(span_id, memoryview(await self._fetch(span_id, span_id)))
             else:
+                await self._need_windows()
                 data = await self._in_thread(self._inflate, span_id, memoryview(raw))
             await self._in_thread(self._cache.put, uncompressed_key(span_id), data)
         except BaseException as exc:
@@ -645,6 +688,7 @@ class SpanManager:
         return await self._verified_inflate(span_id, memoryview(await self._fetch(span_id, span_id)))
 
     async def _verified_inflate(self, span_id: int, raw: memoryview) -> SpanBytes:
+        await self._need_windows()
         for attempt in range(self._retries + 1):
             try:
                 return await self._in_thread(self._verify_and_inflate, span_id, raw)

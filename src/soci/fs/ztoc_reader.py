@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from soci.errors import FormatError
 from soci.formats.digest import is_digest
+from soci.formats.zinfo import without_windows
 from soci.formats.ztoc import ALGORITHM_GZIP, ALGORITHM_UNCOMPRESSED, Ztoc
 from soci.formats.ztoc_codec import TableReader
 from soci.fs.tree import LayerTree, TreeBuilder
@@ -64,6 +65,17 @@ def read_ztoc_info(data: bytes | bytearray | memoryview) -> ZtocInfo:
     return _parse(data, lambda loader: loader.info()[0])
 
 
+def ztoc_without_windows(data: bytes | bytearray | memoryview) -> bytes:
+    """The zTOC with its checkpoint windows zeroed (``zinfo.without_windows``), byte for byte otherwise.
+
+    What a load order document carries so that a layer can be mounted before its zTOC is fetched: the
+    table of contents, span table and digests are all there, and compress to a few percent of the zTOC (the
+    windows, 32 KiB per span, are most of its bytes and do not compress). The zTOC of an uncompressed layer has
+    no windows and is returned as it is.
+    """
+    return _parse(data, _Loader.without_windows)
+
+
 def _parse(data: bytes | bytearray | memoryview, part: Callable[[_Loader], T]) -> T:
     try:
         return part(_Loader(bytes(data)))
@@ -78,8 +90,8 @@ class _Loader(TableReader):
 
     __slots__ = ()
 
-    def info(self) -> tuple[ZtocInfo, int]:
-        """The zTOC's info and the position of its TOC table (``entry_count`` is left 0)."""
+    def info(self) -> tuple[ZtocInfo, int, int]:
+        """The zTOC's info, the position of its TOC table and of its checkpoints (``entry_count`` is left 0)."""
         buf = self.buf
         root = _u32(buf, 0)[0]
         f = self.fields(root, 6)
@@ -107,10 +119,16 @@ class _Loader(TableReader):
             compressed_size, uncompressed_size, algorithm, max_span_id, tuple(digests), checkpoints, 0,
             version, build_tool,
         )  # fmt: skip
-        return info_record, toc
+        return info_record, toc, first
+
+    def without_windows(self) -> bytes:
+        info, _, at = self.info()
+        if info.compression_algorithm != ALGORITHM_GZIP:
+            return self.buf
+        return self.buf[:at] + without_windows(info.checkpoints) + self.buf[at + len(info.checkpoints) :]
 
     def load(self) -> tuple[ZtocInfo, LayerTree]:
-        info, toc = self.info()
+        info, toc, _ = self.info()
         first, count = self.vector(toc, self.fields(toc, 1)[0], 4)
         tables = [self.table_at(first + 4 * i) for i in range(count)]
         offsets = [self.data_offset(t) for t in tables]

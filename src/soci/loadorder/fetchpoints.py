@@ -17,10 +17,21 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from soci.codec.zran import BlockBoundary, block_boundaries
-from soci.formats.load_order import MAX_FETCH_POINT_BYTES, FetchPoint, LayerLoadOrder, LoadOrder, Segment
+from soci.errors import FormatError
+from soci.formats.load_order import (
+    MAX_DOCUMENT_BYTES,
+    MAX_FETCH_POINT_BYTES,
+    FetchPoint,
+    LayerLoadOrder,
+    LoadOrder,
+    Segment,
+    encode_ztoc_metadata,
+    marshal,
+)
+from soci.formats.oci import Manifest
 from soci.formats.zinfo import WINDOW_SIZE, GzipZinfo, zinfo_from_blob
 from soci.fs.tree import LayerTree
-from soci.fs.ztoc_reader import load_ztoc
+from soci.fs.ztoc_reader import load_ztoc, ztoc_without_windows
 from soci.index.discover import discover_index, fetch_index
 from soci.index.extract import check_span_digests
 from soci.loadorder.replay import segment_ranges
@@ -119,18 +130,48 @@ def _point(zinfo: GzipZinfo, span: int, data: bytes, out: bytearray, bounds: lis
 
 
 async def add_fetch_points(
-    client: RegistryClient, repo: str, manifest_digest: str, document: LoadOrder, *, index_digest: str = ""
+    client: RegistryClient,
+    repo: str,
+    manifest_digest: str,
+    document: LoadOrder,
+    *,
+    index_digest: str = "",
+    ztoc_metadata: bool = True,
 ) -> LoadOrder:
-    """``document`` with fetch points for every gzip layer the image's SOCI index has a zTOC for."""
+    """``document`` with fetch points for every gzip layer the image's SOCI index has a zTOC for.
+
+    ``ztoc_metadata``: also give every layer with a zTOC (an entry without segments for a layer the workload did
+    not read) its zTOC without windows, so the daemon mounts it without waiting for the zTOC. Metadata that
+    would take the document over its size limit is left out, the largest first.
+    """
     found = await discover_index(client, repo, manifest_digest, explicit_digest=index_digest, v1_enabled=True)
     index = await fetch_index(client, repo, found.index_digest)
+    entries = list(document.layers)
+    if ztoc_metadata:
+        data, _, _ = await client.get_manifest(repo, manifest_digest)
+        listed = {entry.digest for entry in entries}
+        image_layers = [d.digest for d in Manifest.unmarshal(data, f"image manifest {manifest_digest}").layers or ()]
+        position = {digest: i for i, digest in enumerate(image_layers)}
+        entries += [LayerLoadOrder(d, ()) for d in image_layers if d not in listed and index.ztoc_for_layer(d)]
+        entries.sort(key=lambda entry: position.get(entry.digest, len(position)))
     layers: list[LayerLoadOrder] = []
-    for entry in document.layers:
+    for entry in entries:
         ztoc = index.ztoc_for_layer(entry.digest)
-        if ztoc is None or not entry.segments:
+        if ztoc is None or not (entry.segments or ztoc_metadata):
             layers.append(entry)
             continue
-        info, tree = load_ztoc(await client.get_blob(repo, ztoc.digest, ztoc.size))
+        ztoc_bytes = await client.get_blob(repo, ztoc.digest, ztoc.size)
+        if ztoc_metadata:
+            if entry.ztoc and entry.ztoc != ztoc.digest:  # span hints of another zTOC: the segments stand alone
+                entry = replace(entry, segments=tuple(replace(s, spans=None) for s in entry.segments))
+            windowless = await asyncio.to_thread(ztoc_without_windows, ztoc_bytes)
+            packed = await asyncio.to_thread(encode_ztoc_metadata, windowless)
+            entry = replace(entry, ztoc=ztoc.digest, ztoc_metadata=packed)
+            log.info("layer %s: zTOC metadata %d bytes for a %d-byte zTOC", entry.digest, len(packed), len(ztoc_bytes))
+        if not entry.segments:
+            layers.append(entry)
+            continue
+        info, tree = load_ztoc(ztoc_bytes)
         zinfo = zinfo_from_blob(info.compression_algorithm, info.checkpoints)
         if not isinstance(zinfo, GzipZinfo):
             layers.append(entry)  # an uncompressed layer: spans are already exact byte ranges
@@ -143,4 +184,23 @@ async def add_fetch_points(
                                           entry.segments, read_at)  # fmt: skip
         log.info("layer %s: %d fetch points for %d segments", entry.digest, len(points), len(entry.segments))
         layers.append(replace(entry, fetch_points=points))
-    return replace(document, layers=tuple(layers))
+    return _within_size_limit(replace(document, layers=tuple(layers)))
+
+
+def _within_size_limit(document: LoadOrder) -> LoadOrder:
+    """``document`` without the largest zTOC metadata until it fits ``MAX_DOCUMENT_BYTES`` (points stay)."""
+    while True:
+        try:
+            marshal(document)
+            return document
+        except FormatError:
+            sizes = [(len(entry.ztoc_metadata), i) for i, entry in enumerate(document.layers) if entry.ztoc_metadata]
+            if not sizes:
+                raise
+            _, i = max(sizes)
+            dropped = document.layers[i]
+            log.warning("layer %s: zTOC metadata (%d bytes) left out: the document would be over %d bytes",
+                        dropped.digest, len(dropped.ztoc_metadata), MAX_DOCUMENT_BYTES)  # fmt: skip
+            layers = list(document.layers)
+            layers[i] = replace(dropped, ztoc_metadata=b"")
+            document = replace(document, layers=tuple(layers))

@@ -74,12 +74,26 @@ class LoadOrderService:
         self._tasks: set[asyncio.Task[object]] = set()
         self._metrics: Counter | None = None
         self._pulled: dict[str, asyncio.Event] = {}  # manifest digest -> its last lazy layer is mounted
+        # (manifest digest, name) -> (the fetched document, whether it names only the image's layers)
+        self._verdicts: dict[tuple[str, str], tuple[LoadOrder, bool]] = {}
 
     def set_metrics(self, metrics: Counter) -> None:
         self._metrics = metrics
 
     def choose(self, image: MountedImage) -> Choice | None:
         return choose(image.label, image.image_ref, image.namespace, self.options.rules, self.options.default)
+
+    async def ztoc_stand_ins(self, image: MountedImage) -> dict[str, bytes]:
+        """zTOC digest -> that zTOC's metadata (compressed, ``formats.load_order.decode_ztoc_metadata``) from the
+        document chosen for ``image``; empty when there is none. ``image_preparing`` may start the fetch before
+        the image's layers are known (``layers`` empty); they are checked here."""
+        choice = self.choose(image)
+        if choice is None:
+            return {}
+        document = await self._document(image, choice)
+        if document is None or not self._fits(document, image, choice):
+            return {}
+        return {entry.ztoc: entry.ztoc_metadata for entry in document.layers if entry.ztoc and entry.ztoc_metadata}
 
     def image_preparing(self, image: MountedImage) -> None:
         """A layer of ``image`` is being mounted: start fetching its chosen document, so that the replay of
@@ -114,7 +128,7 @@ class LoadOrderService:
 
     async def _replay(self, layer: Layer, image: MountedImage, choice: Choice) -> None:
         document = await self._document(image, choice)
-        if document is None:
+        if document is None or not self._fits(document, image, choice):
             return
         entry = document.layer(layer.digest)
         if entry is None or not entry.segments:
@@ -156,19 +170,42 @@ class LoadOrderService:
                     self._documents.pop(key, None)
         return await asyncio.shield(pending)
 
-    async def _load(self, image: MountedImage, choice: Choice) -> LoadOrder | None:
-        where = {"image": image.image_ref, "manifest": image.manifest_digest, "load_order": choice.name,
-                 "reason": choice.reason}  # fmt: skip
+    def _fits(self, document: LoadOrder, image: MountedImage, choice: Choice) -> bool:
+        """Whether the document names only layers of the image. Decided, logged and counted once per fetched
+        document: it is fetched before the image's layers are known (``image_preparing``)."""
+        key = (image.manifest_digest, choice.name)
+        verdict = self._verdicts.get(key)
+        if verdict is not None and verdict[0] is document:
+            return verdict[1]
+        where = _where(image, choice)
         try:
-            document = await fetch_load_order(image.client, image.repo, image.manifest_digest, choice.name)
             check_layers(document, image.layers)
         except SociError as exc:
             log.warning("load order %s ignored (chosen by %s): %s", choice.name, choice.reason, exc, extra=where)
             self._count(OP_REJECTED, choice.name)
+            fits = False
+        else:
+            log.info("load order %s chosen by %s: %d segments", choice.name, choice.reason,
+                     document.segment_count, extra=where)  # fmt: skip
+            self._count(OP_SELECTED, f"{choice.name} ({choice.reason})")
+            fits = True
+        self._verdicts[key] = (document, fits)
+        while len(self._verdicts) > _DOCUMENT_CACHE_ENTRIES:
+            del self._verdicts[next(iter(self._verdicts))]
+        return fits
+
+    async def _load(self, image: MountedImage, choice: Choice) -> LoadOrder | None:
+        """The document, fetched; its layers are checked against the image's at once if they are known, else
+        where it is used (``_fits``)."""
+        try:
+            document = await fetch_load_order(image.client, image.repo, image.manifest_digest, choice.name)
+        except SociError as exc:
+            log.warning("load order %s ignored (chosen by %s): %s", choice.name, choice.reason, exc,
+                        extra=_where(image, choice))  # fmt: skip
+            self._count(OP_REJECTED, choice.name)
             return None
-        log.info("load order %s chosen by %s: %d segments", choice.name, choice.reason, document.segment_count,
-                 extra=where)  # fmt: skip
-        self._count(OP_SELECTED, f"{choice.name} ({choice.reason})")
+        if image.layers:  # known: say at once whether the document is used
+            self._fits(document, image, choice)
         return document
 
     def _count(self, operation: str, value: str) -> None:
@@ -182,3 +219,8 @@ class LoadOrderService:
         await self._scheduler.aclose()
         if self._log is not None:
             self._log.close()
+
+
+def _where(image: MountedImage, choice: Choice) -> dict[str, str]:
+    return {"image": image.image_ref, "manifest": image.manifest_digest, "load_order": choice.name,
+            "reason": choice.reason}  # fmt: skip

@@ -145,6 +145,7 @@ class FuseLayerMounter:
             image_ref=layer.source.image_ref,
             prefetch=await self._prefetch_spans(layer),
             gzip_header=layer.gzip_header,
+            full_ztoc=None if layer.ztoc_complete else layer.fetch_ztoc,
         )
         return await self._resolver.acquire(request)
 

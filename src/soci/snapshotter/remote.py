@@ -15,22 +15,25 @@ The mounting itself is delegated to a ``LayerMounter`` (the FUSE filesystem), bo
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol, TypeVar
 
 from soci.errors import DataLoss, FormatError, NoIndexError, NotFound, NoZtocError, SociError, Unavailable
 from soci.formats import soci_index as si
+from soci.formats.load_order import decode_ztoc_metadata
 from soci.formats.oci import INDEX_MEDIA_TYPES, Descriptor, Manifest
 from soci.formats.zinfo import zinfo_from_blob
 from soci.fs.layer import gzip_header_length
 from soci.fs.ztoc_reader import read_ztoc_info
 from soci.futures import mark_retrieved
 from soci.index.discover import discover_index, fetch_index
+from soci.loadorder.service import MountedImage
 from soci.registry import RegistryClient, parse_reference
 from soci.snapshotter import metrics as m
 from soci.snapshotter.keyed_locks import KeyedLocks
@@ -51,6 +54,9 @@ ZTOC_PREFETCH_CONCURRENCY: Final = 3
 """zTOCs of the layers above the one being mounted fetched at once, lowest layer first."""
 ZTOC_PREFETCH_MAX: Final = 128
 """zTOC fetches started ahead and not yet claimed by a mount; beyond this none are started."""
+STAND_IN_WAIT_SEC: Final = 5.0
+"""Longest a layer's mount waits for its image's load order document (for zTOC metadata) before fetching the
+zTOC instead."""
 ZTOC_PREFETCH_TTL_SEC: Final = 600.0
 """An unclaimed zTOC fetched ahead (a pull that stopped half way) is dropped after this long."""
 
@@ -93,6 +99,13 @@ class RemoteLayer:
     manifest: Manifest
     gzip_header: bytes | None = None
     """The blob's gzip header when it was fetched ahead with the zTOC (unchecked: the mount checks it)."""
+    ztoc_complete: bool = True
+    """False: ``ztoc`` is a load order document's zTOC metadata (the zTOC with its windows zeroed), and the
+    zTOC itself is fetched when a span must first be inflated (``fetch_ztoc``)."""
+
+    async def fetch_ztoc(self) -> bytes:
+        """The zTOC blob, digest-verified."""
+        return await self.client.get_blob(self.repo, self.ztoc_descriptor.digest, self.ztoc_descriptor.size)
 
     @property
     def disable_xattrs(self) -> bool:
@@ -112,6 +125,17 @@ class LayerMounter(Protocol):
     async def mount(self, mountpoint: Path, layer: RemoteLayer) -> None: ...
     async def check(self, mountpoint: Path) -> None: ...
     async def unmount(self, mountpoint: Path, *, discard: bool = False) -> None: ...
+
+
+class ZtocStandIns(Protocol):
+    """Where a layer's zTOC metadata can come from instead of its zTOC (``LoadOrderService``)."""
+
+    def image_preparing(self, image: MountedImage) -> None:
+        """Start looking for ``image``'s metadata (its ``layers`` may still be unknown)."""
+
+    async def ztoc_stand_ins(self, image: MountedImage) -> dict[str, bytes]:
+        """zTOC digest -> compressed zTOC metadata (``formats.load_order.decode_ztoc_metadata``)."""
+        ...
 
 
 class UnavailableMounter:
@@ -137,6 +161,10 @@ class _Ahead:
 
     ztoc: bytes
     gzip_header: bytes | None
+    complete: bool = True
+    """False: ``ztoc`` is zTOC metadata (windows zeroed), as ``RemoteLayer.ztoc_complete``."""
+    from_document: bool = False
+    """``ztoc`` came from a load order document's zTOC metadata, not from the registry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +186,8 @@ class SociRemoteFS:
         mounter: the filesystem that serves a resolved layer.
         mount_timeout_sec: bound on one layer's mount (upstream ``mount_timeout_sec``).
         soci_v1 / soci_v2: pull modes (upstream ``[pull_modes]``).
+        stand_ins: load order documents' zTOC metadata: a layer that has some is mounted from it, and its zTOC
+            is fetched only once a span of it must be inflated.
     """
 
     def __init__(
@@ -170,8 +200,10 @@ class SociRemoteFS:
         soci_v2: bool = True,
         metrics: m.MetricsSink | None = None,
         clock: Callable[[], float] = time.monotonic,
+        stand_ins: ZtocStandIns | None = None,
     ) -> None:
         self._resolver = resolver
+        self._stand_ins = stand_ins
         self._mounter = mounter
         self._mount_timeout_sec = mount_timeout_sec
         self._soci_v1 = soci_v1
@@ -186,6 +218,9 @@ class SociRemoteFS:
 
     async def resolve(self, source: LayerSource) -> RemoteLayer:
         """Look up the layer's index and zTOC (cached per image manifest and per zTOC)."""
+        client = self._resolver.client_for(source.image_ref)
+        if self._stand_ins is not None:  # the document's fetch overlaps the index lookup
+            self._stand_ins.image_preparing(_image_of(source, client))
         context = await self._context(source)
         if context.index is None:
             raise NoIndexError(context.no_index_reason)
@@ -195,14 +230,30 @@ class SociRemoteFS:
         ztoc_descriptor = context.index.ztoc_for_layer(source.layer_digest)
         if ztoc_descriptor is None:
             raise NoZtocError(f"no ztoc for layer {source.layer_digest} in SOCI index {context.index_digest}")
-        client = self._resolver.client_for(source.image_ref)
         ztoc = _lru_get(self._ztocs, ztoc_descriptor.digest)
         on_its_way = ztoc is not None or ztoc_descriptor.digest in self._ahead
+        stand_ins: dict[str, bytes] = {}
+        if self._stand_ins is not None and not on_its_way:
+            layers = tuple(d.digest for d in context.manifest.layers or ())
+            try:
+                async with asyncio.timeout(STAND_IN_WAIT_SEC):
+                    stand_ins = await self._stand_ins.ztoc_stand_ins(_image_of(source, client, layers))
+            except TimeoutError:
+                log.warning("load order document of %s not here after %g s; fetching zTOCs", source.image_ref,
+                            STAND_IN_WAIT_SEC)  # fmt: skip
         if on_its_way:
-            self._fetch_upper_ztocs(client, context, source.layer_digest)
+            self._fetch_upper_ztocs(client, context, source.layer_digest, stand_ins)
         header = None
+        complete, from_document = True, False
         if ztoc is None and (ahead := await self._claim_ahead(ztoc_descriptor.digest)) is not None:
-            ztoc, header = ahead.ztoc, ahead.gzip_header
+            ztoc, header, complete, from_document = ahead.ztoc, ahead.gzip_header, ahead.complete, ahead.from_document
+        if ztoc is None and ztoc_descriptor.digest in stand_ins:
+            found = await self._stand_in(stand_ins[ztoc_descriptor.digest], ztoc_descriptor, source.layer_digest)
+            if found is not None:
+                (ztoc, complete), from_document = found, True
+        if from_document:
+            how = "the whole zTOC" if complete else "its windows come with the zTOC, fetched when first needed"
+            log.info("layer %s mounts from the load order document's zTOC metadata (%s)", source.layer_digest, how)
         if ztoc is None:
             ztoc = await self._timed(
                 m.OP_ZTOC_FETCH,
@@ -212,8 +263,9 @@ class SociRemoteFS:
         if not on_its_way:
             # the first layer's zTOC alone first: fetched beside it, the uppers' would share the link with it and
             # delay the mount that every later Prepare waits behind
-            self._fetch_upper_ztocs(client, context, source.layer_digest)
-        _lru_put(self._ztocs, ztoc_descriptor.digest, ztoc, ZTOC_CACHE_ENTRIES)
+            self._fetch_upper_ztocs(client, context, source.layer_digest, stand_ins)
+        if complete:
+            _lru_put(self._ztocs, ztoc_descriptor.digest, ztoc, ZTOC_CACHE_ENTRIES)
         return RemoteLayer(
             source=source,
             client=client,
@@ -225,10 +277,26 @@ class SociRemoteFS:
             index_digest=context.index_digest,
             manifest=context.manifest,
             gzip_header=header,
+            ztoc_complete=complete,
         )
 
-    def _fetch_upper_ztocs(self, client: RegistryClient, context: _ImageContext, layer_digest: str) -> None:
-        """Start fetching the zTOCs of the layers above ``layer_digest``.
+    async def _stand_in(self, packed: bytes, descriptor: Descriptor, layer: str) -> tuple[bytes, bool] | None:
+        """``(zTOC metadata, whether it is the whole zTOC)``, or None when it cannot be this zTOC's (logged)."""
+        try:
+            data = await asyncio.to_thread(decode_ztoc_metadata, packed, f"zTOC metadata for layer {layer}")
+            if len(data) != descriptor.size:
+                raise FormatError(f"zTOC metadata for layer {layer} is {len(data)} bytes, the zTOC {descriptor.size}")
+        except FormatError as exc:
+            log.warning("%s; fetching zTOC %s", exc, descriptor.digest)
+            return None
+        # an uncompressed layer's zTOC has no windows: its metadata is the zTOC itself
+        return data, "sha256:" + hashlib.sha256(data).hexdigest() == descriptor.digest
+
+    def _fetch_upper_ztocs(
+        self, client: RegistryClient, context: _ImageContext, layer_digest: str, stand_ins: Mapping[str, bytes]
+    ) -> None:
+        """Start fetching the zTOCs of the layers above ``layer_digest`` (decoding ``stand_ins`` instead where
+        they have the zTOC's metadata).
 
         containerd prepares an image's layers one after another, bottom up, and each waits for its zTOC. A
         layer being prepared means no layer above it is on this node either (their chain IDs include it), so
@@ -248,14 +316,24 @@ class SociRemoteFS:
             if len(self._ahead) >= ZTOC_PREFETCH_MAX:
                 return
             task = asyncio.get_running_loop().create_task(
-                self._fetch_ahead(client, context.repo, upper, descriptor), name=f"soci-ztoc-ahead-{upper}"
+                self._fetch_ahead(client, context.repo, upper, descriptor, stand_ins.get(descriptor.digest)),
+                name=f"soci-ztoc-ahead-{upper}",
             )
             task.add_done_callback(mark_retrieved)
             self._ahead[descriptor.digest] = (now, task)
 
-    async def _fetch_ahead(self, client: RegistryClient, repo: str, layer: str, descriptor: Descriptor) -> _Ahead:
-        async with self._ahead_limit:
-            ztoc = await self._timed(m.OP_ZTOC_FETCH, layer, client.get_blob(repo, descriptor.digest, descriptor.size))
+    async def _fetch_ahead(
+        self, client: RegistryClient, repo: str, layer: str, descriptor: Descriptor, stand_in: bytes | None
+    ) -> _Ahead:
+        found = None if stand_in is None else await self._stand_in(stand_in, descriptor, layer)
+        if found is not None:
+            ztoc, complete = found
+        else:
+            complete = True
+            async with self._ahead_limit:
+                ztoc = await self._timed(
+                    m.OP_ZTOC_FETCH, layer, client.get_blob(repo, descriptor.digest, descriptor.size)
+                )
         # the layer's gzip header too: its request would otherwise wait for the Prepare, one round trip per layer
         try:
             info = read_ztoc_info(ztoc)
@@ -264,7 +342,7 @@ class SociRemoteFS:
         except (SociError, OSError) as exc:  # the mount reads the zTOC itself, and fetches the header
             log.debug("gzip header of layer %s not fetched ahead: %s", layer, exc)
             header = None
-        return _Ahead(ztoc, header)
+        return _Ahead(ztoc, header, complete, from_document=found is not None)
 
     async def _claim_ahead(self, ztoc_digest: str) -> _Ahead | None:
         """The zTOC fetched ahead, or None (not started, or failed: the caller fetches it itself)."""
@@ -375,6 +453,18 @@ class SociRemoteFS:
         result = await work
         self._metrics.observe(operation, layer, self._clock() - start)
         return result
+
+
+def _image_of(source: LayerSource, client: RegistryClient, layers: tuple[str, ...] = ()) -> MountedImage:
+    return MountedImage(
+        client=client,
+        repo=parse_reference(source.image_ref).path,  # the pulled reference's repository
+        image_ref=source.image_ref,
+        manifest_digest=source.manifest_digest,
+        layers=layers,
+        namespace=source.namespace,
+        label=source.load_order,
+    )
 
 
 def _lru_get(cache: OrderedDict[K, V], key: K) -> V | None:
