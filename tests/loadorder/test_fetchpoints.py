@@ -98,9 +98,14 @@ def _segments(layer: _Layer) -> list[Segment]:
 
 
 @asynccontextmanager
-async def _opened(layer: _Layer, root: Path, executor: ThreadPoolExecutor) -> AsyncIterator[tuple[Layer, CountingBlob]]:
-    """The layer opened through a resolver (and released after), with the blob that counts its reads."""
+async def _opened(
+    layer: _Layer, root: Path, executor: ThreadPoolExecutor, metadata_of: _ZtocSource | None = None
+) -> AsyncIterator[tuple[Layer, CountingBlob]]:
+    """The layer opened through a resolver (and released after), with the blob that counts its reads; with
+    ``metadata_of``, opened from its zTOC metadata, the zTOC coming from ``metadata_of`` when first needed."""
     request, blob = layer.request()
+    if metadata_of is not None:
+        request = replace(request, ztoc=ztoc_without_windows(layer.ztoc), full_ztoc=metadata_of)
     resolver = LayerResolver(root, executor=executor)
     opened = await resolver.acquire(request)
     try:
@@ -364,20 +369,6 @@ class _ZtocSource:
         return self.ztoc
 
 
-@asynccontextmanager
-async def _opened_from_metadata(
-    layer: _Layer, root: Path, executor: ThreadPoolExecutor, source: _ZtocSource
-) -> AsyncIterator[tuple[Layer, CountingBlob]]:
-    request, blob = layer.request()
-    request = replace(request, ztoc=ztoc_without_windows(layer.ztoc), full_ztoc=source)
-    resolver = LayerResolver(root, executor=executor)
-    opened = await resolver.acquire(request)
-    try:
-        yield opened, blob
-    finally:
-        await resolver.release(opened)
-
-
 def _unplanned(layer: _Layer, opened: Layer) -> tuple[str, int]:
     """A file the document does not name, whose data lies past the first span (inflating it needs a window)."""
     named = {s.path for s in _segments(layer)}
@@ -398,7 +389,7 @@ async def test_a_layer_mounted_from_ztoc_metadata_serves_its_points_without_the_
     segments = _segments(layer)
     points = await layer.fetch_points(segments)
     source = _ZtocSource(layer.ztoc)
-    async with _opened_from_metadata(layer, tmp_path, executor, source) as (opened, blob):
+    async with _opened(layer, tmp_path, executor, source) as (opened, blob):
         assert not opened.spans.has_windows
         result = await replay(opened, segments, name="metadata", fetch_points=points)
         assert (result.fetch_points, result.spans, result.failed_runs) == (len(points), 0, 0)
@@ -418,7 +409,7 @@ async def test_a_failed_ztoc_fetch_fails_that_read_and_the_next_read_tries_again
     layer: _Layer, tmp_path: Path, executor: ThreadPoolExecutor
 ) -> None:
     source = _ZtocSource(layer.ztoc, failures=1)
-    async with _opened_from_metadata(layer, tmp_path, executor, source) as (opened, _):
+    async with _opened(layer, tmp_path, executor, source) as (opened, _):
         name, ino = _unplanned(layer, opened)
         with pytest.raises(Unavailable, match="registry down"):
             await opened.reader.read(ino, 0, 100)
@@ -433,7 +424,7 @@ async def test_a_ztoc_that_is_not_the_metadata_fails_reads_that_need_it(
     windows from a zTOC that describes another layout; the reads that need them fail, and the layer says why."""
     other = _Layer(files=14, size=300_001, seed=10).ztoc
     source = _ZtocSource(other)
-    async with _opened_from_metadata(layer, tmp_path, executor, source) as (opened, _):
+    async with _opened(layer, tmp_path, executor, source) as (opened, _):
         _, ino = _unplanned(layer, opened)
         for _ in range(2):
             with pytest.raises(DataLoss, match="is not the zTOC the load order document's metadata was made from"):
