@@ -287,6 +287,10 @@ class SociLoadOrder(SociLazy):
         super().check_lazy(daemon_log)
         if "replayed on layer" not in daemon_log:
             raise RuntimeError(f"{self.name}: the daemon replayed no load order")
+        # the document carries zTOC metadata (recorded with the defaults): a layer that fetched its zTOC instead
+        # waited for it, a silent slow path
+        if "mounts from the load order document's zTOC metadata" not in daemon_log:
+            raise RuntimeError(f"{self.name}: no layer mounted from the document's zTOC metadata")
 
 
 class SociLoadOrderCri(SociLoadOrder):
