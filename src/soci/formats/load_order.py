@@ -245,14 +245,20 @@ def encode_window(window: bytes) -> str:
 def decode_window(text: str, where: str) -> bytes:
     """The 32 KiB window from its text form; FormatError naming ``where`` for anything else."""
     try:
-        packed = base64.b64decode(text.encode("ascii"), validate=True)
-        inflater = zlib.decompressobj()
-        window = inflater.decompress(packed, WINDOW_SIZE + 1)  # bounded: a bomb cannot grow past this
+        window, whole = _inflate_bounded(base64.b64decode(text.encode("ascii"), validate=True), WINDOW_SIZE)
     except (UnicodeEncodeError, binascii.Error, zlib.error) as exc:
         raise FormatError(f"{where}: window is not base64 of zlib data: {exc}") from None
-    if len(window) != WINDOW_SIZE or not inflater.eof or inflater.unused_data:
+    if len(window) != WINDOW_SIZE or not whole:
         raise FormatError(f"{where}: window is not {WINDOW_SIZE} bytes")
     return window
+
+
+def _inflate_bounded(packed: bytes, limit: int) -> tuple[bytes, bool]:
+    """``(at most limit + 1 bytes of packed inflated, whether that was all of it and nothing follows)``: a bomb
+    cannot grow past the limit; zlib.error for what is not zlib data."""
+    inflater = zlib.decompressobj()
+    data = inflater.decompress(packed, limit + 1)
+    return data, inflater.eof and not inflater.unused_data
 
 
 def encode_ztoc_metadata(windowless_ztoc: bytes) -> bytes:
@@ -261,14 +267,13 @@ def encode_ztoc_metadata(windowless_ztoc: bytes) -> bytes:
 
 def decode_ztoc_metadata(packed: bytes, where: str = "ztoc_metadata") -> bytes:
     """The windowless zTOC from its compressed form; FormatError naming ``where`` for anything else."""
-    inflater = zlib.decompressobj()
     try:
-        data = inflater.decompress(packed, MAX_ZTOC_METADATA_BYTES + 1)  # bounded: a bomb cannot grow past this
+        data, whole = _inflate_bounded(packed, MAX_ZTOC_METADATA_BYTES)
     except zlib.error as exc:
         raise FormatError(f"{where}: not zlib data: {exc}") from None
     if len(data) > MAX_ZTOC_METADATA_BYTES:
         raise FormatError(f"{where}: inflates to more than {MAX_ZTOC_METADATA_BYTES} bytes")
-    if not inflater.eof or inflater.unused_data:
+    if not whole:
         raise FormatError(f"{where}: truncated, or followed by other bytes")
     return data
 
