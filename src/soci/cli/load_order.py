@@ -128,7 +128,9 @@ def record_command(
         )
         click.echo(f"recorded {document.segment_count} segments in {len(document.layers)} layers ({outcome})")
         if fetch_points:
-            document = asyncio.run(_with_fetch_points(registry_flags_, reference, descriptor, document, ztoc_metadata))
+            document = asyncio.run(
+                _with_fetch_points(registry_flags_, reference, descriptor, manifest, document, ztoc_metadata)
+            )
         if output:
             output.write_bytes(lo.marshal(document))
             click.echo(f"wrote {output}")
@@ -211,13 +213,14 @@ def _run(
 async def _with_fetch_points(
     registry_flags_: RegistryFlags,
     reference: Reference,
-    manifest: Descriptor,
+    descriptor: Descriptor,
+    manifest: Manifest,
     document: lo.LoadOrder,
     ztoc_metadata: bool,
 ) -> lo.LoadOrder:
     async with registry_flags_.client(reference.domain) as client:
         with_points = await add_fetch_points(
-            client, reference.path, manifest.digest, document, ztoc_metadata=ztoc_metadata
+            client, reference.path, descriptor.digest, manifest, document, ztoc_metadata=ztoc_metadata
         )
     count = sum(len(layer.fetch_points) for layer in with_points.layers)
     click.echo(f"added {count} fetch points ({len(lo.marshal(with_points)) - len(lo.marshal(document))} bytes)")
@@ -266,7 +269,9 @@ def push_command(
         descriptor, manifest = asyncio.run(_image(registry_flags_, reference))
         lo.check_layers(parsed, [d.digest for d in manifest.layers or ()])
         if fetch_points:
-            parsed = asyncio.run(_with_fetch_points(registry_flags_, reference, descriptor, parsed, ztoc_metadata))
+            parsed = asyncio.run(
+                _with_fetch_points(registry_flags_, reference, descriptor, manifest, parsed, ztoc_metadata)
+            )
         digest = asyncio.run(_push(registry_flags_, reference, descriptor, parsed))
         click.echo(f"pushed load order {parsed.name} as {digest}")
 

@@ -133,24 +133,27 @@ async def add_fetch_points(
     client: RegistryClient,
     repo: str,
     manifest_digest: str,
+    manifest: Manifest,
     document: LoadOrder,
     *,
     index_digest: str = "",
     ztoc_metadata: bool = True,
 ) -> LoadOrder:
-    """``document`` with fetch points for every gzip layer the image's SOCI index has a zTOC for.
+    """``document`` with fetch points for every gzip layer the image's SOCI index has a zTOC for (``manifest``:
+    the image manifest ``manifest_digest``, which the caller has resolved).
 
     ``ztoc_metadata``: also give every layer with a zTOC (an entry without segments for a layer the workload did
     not read) its zTOC without windows, so the daemon mounts it without waiting for the zTOC. Metadata that
     would take the document over its size limit is left out, the largest first.
     """
-    found = await discover_index(client, repo, manifest_digest, explicit_digest=index_digest, v1_enabled=True)
+    found = await discover_index(
+        client, repo, manifest_digest, explicit_digest=index_digest, v1_enabled=True, manifest=manifest
+    )
     index = await fetch_index(client, repo, found.index_digest)
     entries = list(document.layers)
     if ztoc_metadata:
-        data, _, _ = await client.get_manifest(repo, manifest_digest)
         listed = {entry.digest for entry in entries}
-        image_layers = [d.digest for d in Manifest.unmarshal(data, f"image manifest {manifest_digest}").layers or ()]
+        image_layers = [d.digest for d in manifest.layers or ()]
         position = {digest: i for i, digest in enumerate(image_layers)}
         entries += [LayerLoadOrder(d, ()) for d in image_layers if d not in listed and index.ztoc_for_layer(d)]
         entries.sort(key=lambda entry: position.get(entry.digest, len(position)))
