@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from lo_layers import CountingBlob
 
-from soci.errors import DataLoss, Unavailable
+from soci.errors import DataLoss, FormatError, Unavailable
 from soci.formats import load_order as lo
 from soci.formats.load_order import FetchPoint, Segment
 from soci.formats.zinfo import WINDOW_SIZE, GzipZinfo, zinfo_from_blob
@@ -28,7 +28,7 @@ from soci.fs.layer import Layer, LayerRequest, LayerResolver
 from soci.fs.spans import SpanState, piece_key
 from soci.fs.ztoc_reader import load_ztoc, ztoc_without_windows
 from soci.index.ztoc_builder import build_ztoc
-from soci.loadorder.fetchpoints import LEAD, layer_fetch_points
+from soci.loadorder.fetchpoints import LEAD, _within_size_limit, layer_fetch_points
 from soci.loadorder.replay import plan_spans, replay
 
 pytestmark = pytest.mark.timeout(60)
@@ -431,3 +431,23 @@ async def test_a_ztoc_that_is_not_the_metadata_fails_reads_that_need_it(
                 await opened.reader.read(ino, 0, 100)
         assert source.calls == 1  # not fetched again: it is the document that is wrong
         assert "metadata was made from" in json.loads(opened.state_json())["error"]
+
+
+def test_metadata_past_the_size_limit_is_left_out_largest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(5)
+    big, small = rng.randbytes(3000), rng.randbytes(1000)  # incompressible: base64 makes them 4000 and 1336
+    segment = Segment("etc/a", 0, 4096, time_ms=1)
+    document = lo.LoadOrder("w", (
+        lo.LayerLoadOrder("sha256:" + "1" * 64, (segment,), "sha256:" + "a" * 64, (), big),
+        lo.LayerLoadOrder("sha256:" + "2" * 64, (), "sha256:" + "b" * 64, (), small),
+    ))  # fmt: skip
+    bare = replace(document, layers=tuple(replace(e, ztoc_metadata=b"") for e in document.layers))
+    assert _within_size_limit(document) == document  # fits: unchanged
+    monkeypatch.setattr(lo, "MAX_DOCUMENT_BYTES", len(lo.marshal(document)) - 1)
+    fitted = _within_size_limit(document)
+    assert [e.ztoc_metadata for e in fitted.layers] == [b"", small]  # the largest went, the segments stayed
+    assert fitted.layers[0].segments == (segment,)
+    monkeypatch.setattr(lo, "MAX_DOCUMENT_BYTES", len(lo.marshal(bare)) - 1)
+    with pytest.raises(FormatError, match="over"):  # too large even without metadata: an error, not a cut
+        _within_size_limit(document)
+
