@@ -15,7 +15,6 @@ The mounting itself is delegated to a ``LayerMounter`` (the FUSE filesystem), bo
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -26,6 +25,7 @@ from typing import Final, Protocol, TypeVar
 
 from soci.errors import DataLoss, FormatError, NoIndexError, NotFound, NoZtocError, SociError, Unavailable
 from soci.formats import soci_index as si
+from soci.formats.digest import sha256_digest
 from soci.formats.load_order import decode_ztoc_metadata
 from soci.formats.oci import INDEX_MEDIA_TYPES, Descriptor, Manifest
 from soci.formats.zinfo import zinfo_from_blob
@@ -283,14 +283,10 @@ class SociRemoteFS:
     async def _stand_in(self, packed: bytes, descriptor: Descriptor, layer: str) -> tuple[bytes, bool] | None:
         """``(zTOC metadata, whether it is the whole zTOC)``, or None when it cannot be this zTOC's (logged)."""
         try:
-            data = await asyncio.to_thread(decode_ztoc_metadata, packed, f"zTOC metadata for layer {layer}")
-            if len(data) != descriptor.size:
-                raise FormatError(f"zTOC metadata for layer {layer} is {len(data)} bytes, the zTOC {descriptor.size}")
+            return await asyncio.to_thread(_decode_stand_in, packed, descriptor, layer)
         except FormatError as exc:
             log.warning("%s; fetching zTOC %s", exc, descriptor.digest)
             return None
-        # an uncompressed layer's zTOC has no windows: its metadata is the zTOC itself
-        return data, "sha256:" + hashlib.sha256(data).hexdigest() == descriptor.digest
 
     def _fetch_upper_ztocs(
         self, client: RegistryClient, context: _ImageContext, layer_digest: str, stand_ins: Mapping[str, bytes]
@@ -453,6 +449,14 @@ class SociRemoteFS:
         result = await work
         self._metrics.observe(operation, layer, self._clock() - start)
         return result
+
+
+def _decode_stand_in(packed: bytes, descriptor: Descriptor, layer: str) -> tuple[bytes, bool]:
+    data = decode_ztoc_metadata(packed, f"zTOC metadata for layer {layer}")
+    if len(data) != descriptor.size:
+        raise FormatError(f"zTOC metadata for layer {layer} is {len(data)} bytes, the zTOC {descriptor.size}")
+    # an uncompressed layer's zTOC has no windows: its metadata is the zTOC itself
+    return data, sha256_digest(data) == descriptor.digest
 
 
 def _image_of(source: LayerSource, client: RegistryClient, layers: tuple[str, ...] = ()) -> MountedImage:
