@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ from soci.errors import NotFound
 from soci.formats import load_order as lo
 from soci.formats.digest import sha256_digest
 from soci.formats.oci import MEDIA_TYPE_OCI_MANIFEST, Descriptor, Manifest
-from soci.fs.layer import LayerResolver
+from soci.fs.layer import LayerRequest, LayerResolver
+from soci.fs.ztoc_reader import ztoc_without_windows
 from soci.loadorder.service import OP_REJECTED, OP_SELECTED, LoadOrderOptions, LoadOrderService, MountedImage
 from soci.loadorder.store import (
     artifact_manifest,
@@ -143,7 +145,7 @@ async def test_bad_documents_are_rejected_with_a_message_and_never_fail_the_moun
                 image = MountedImage(client, repo, f"{registry.host}/{repo}:v1", subject.digest, (LAYER.digest,),
                                      label=name)  # fmt: skip
                 caplog.clear()
-                service.layer_mounted(opened, image)
+                service.layer_opened(opened, image)
                 await service.wait_idle()
                 assert counts.counts == [(OP_REJECTED, name)]
                 assert message in caplog.text, caplog.text
@@ -169,7 +171,7 @@ async def test_a_good_document_is_chosen_logged_counted_and_replayed(
             resolver = LayerResolver(tmp_path, executor=executor)
             opened = await resolver.acquire(request)
             try:
-                service.layer_mounted(opened, MountedImage(client, repo, f"{registry.host}/{repo}:v1",
+                service.layer_opened(opened, MountedImage(client, repo, f"{registry.host}/{repo}:v1",
                                                            subject.digest, (LAYER.digest,)))  # fmt: skip
                 await service.wait_idle()
                 assert counts.counts == [(OP_SELECTED, "heads (default)")]
@@ -211,15 +213,50 @@ async def test_replay_waits_until_the_pull_has_mounted_the_last_lazy_layer(
             image = MountedImage(client, repo, f"{registry.host}/{repo}:v1", subject.digest,
                                  (LAYER.digest, top.digest), last_lazy_layer=top.digest)  # fmt: skip
             try:
-                service.layer_mounted(lower, image)
+                service.layer_opened(lower, image)
                 await asyncio.sleep(0.5)  # the document is fetched; the replay waits for the upper layer
                 assert len(blob.reads) == 1  # the gzip header, read when the layer opened
-                service.layer_mounted(upper, image)
+                service.layer_opened(upper, image)
                 await service.wait_idle()
                 assert len(blob.reads) > 1
             finally:
                 await resolver.release(lower)
                 await resolver.release(upper)
+                await service.aclose()
+
+
+async def test_replay_starts_at_once_when_every_layer_mounts_from_the_documents_ztoc_metadata(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    repo = "lo/nogate"
+    top = big_files_layer(files=2, size=50_000, seed=4)
+    digest, data = registry.push_image(repo, "v1", [LAYER.blob, top.blob])
+    subject = Descriptor(MEDIA_TYPE_OCI_MANIFEST, digest, len(data))
+    request, blob = LAYER.request(65536)
+    upper_request = top.request(65536)[0]
+
+    def metadata_of(r: LayerRequest) -> dict[str, object]:
+        assert r.ztoc is not None
+        return {"ztoc": r.ztoc_digest, "ztoc_metadata": lo.encode_ztoc_metadata(ztoc_without_windows(r.ztoc))}
+
+    document = _document()
+    lower_entry = replace(document.layers[0], **metadata_of(request))  # type: ignore[arg-type]
+    upper_entry = lo.LayerLoadOrder(top.digest, (), **metadata_of(upper_request))  # type: ignore[arg-type]
+    with ThreadPoolExecutor(2) as executor:
+        async with RegistryClient(registry.host, plain_http=True) as client:
+            await push_load_order(client, repo, subject, replace(document, layers=(lower_entry, upper_entry)))
+            service = LoadOrderService(tmp_path, LoadOrderOptions(default="heads", start_timeout_sec=60))
+            resolver = LayerResolver(tmp_path, executor=executor)
+            lower = await resolver.acquire(request)
+            image = MountedImage(client, repo, f"{registry.host}/{repo}:v1", subject.digest,
+                                 (LAYER.digest, top.digest), last_lazy_layer=top.digest)  # fmt: skip
+            try:
+                service.layer_opened(lower, image)
+                # the upper layer is not mounted, and never will be here: the replay needs no pull to finish
+                await asyncio.wait_for(service.wait_idle(), 30)
+                assert len(blob.reads) > 1
+            finally:
+                await resolver.release(lower)
                 await service.aclose()
 
 
@@ -242,7 +279,7 @@ async def test_the_document_is_fetched_while_the_first_layer_is_prepared_and_onl
             opened = await resolver.acquire(request)
             try:
                 header_reads = len(blob.reads)
-                service.layer_mounted(opened, image)
+                service.layer_opened(opened, image)
                 await service.wait_idle()
                 assert counts.counts == [(OP_SELECTED, "heads (default)")]  # the document was not fetched again
                 assert len(blob.reads) > header_reads  # and it was replayed

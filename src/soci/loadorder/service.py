@@ -1,6 +1,6 @@
 """The daemon side: attach the read log to mounted layers, choose a document per image, replay it.
 
-Everything here is best effort and off the mount's path: ``layer_mounted`` only starts a task. A missing,
+Everything here is best effort and off the mount's path: ``layer_opened`` only starts a task. A missing,
 malformed, oversized or mismatched document is logged (and counted) once per image, and the layer is
 served by plain lazy loading.
 """
@@ -103,10 +103,14 @@ class LoadOrderService:
             return
         self._start(self._document(image, choice))
 
-    def layer_mounted(self, layer: Layer, image: MountedImage) -> None:
-        """Record the layer's reads (recording mode) and start replaying the chosen document, if any."""
+    def layer_mounted(self, layer: Layer) -> None:
+        """Record the layer's reads (recording mode)."""
         if self._log is not None:
             self._log.attach(layer)
+
+    def layer_opened(self, layer: Layer, image: MountedImage) -> None:
+        """Start replaying the chosen document, if any, on the layer: its spans and tree are there, and its
+        replay need not wait for its metadata image to be written and mounted."""
         choice = self.choose(image)
         if choice is None:
             return
@@ -134,9 +138,10 @@ class LoadOrderService:
         if entry is None or not entry.segments:
             return
         # Layers mount one after another, each fetching its zTOC first: replaying the lower layers meanwhile
-        # would slow down the mounts the container waits for. Start once the pull has mounted them all.
+        # would slow down the mounts the container waits for. Start once the pull has mounted them all, unless
+        # the document lets every layer mount without the network: the link is then idle during the pull.
         pulled = self._pulled.get(image.manifest_digest)
-        if pulled is not None and not pulled.is_set():
+        if pulled is not None and not pulled.is_set() and not _mounts_offline(document, image):
             try:
                 await asyncio.wait_for(pulled.wait(), self.options.start_timeout_sec)
             except TimeoutError:
@@ -219,6 +224,13 @@ class LoadOrderService:
         await self._scheduler.aclose()
         if self._log is not None:
             self._log.close()
+
+
+def _mounts_offline(document: LoadOrder, image: MountedImage) -> bool:
+    """Whether every layer of ``image`` mounts from ``document``'s zTOC metadata: no zTOC fetch and no layer
+    downloaded whole for want of an index (an image layer the document has no metadata for)."""
+    with_metadata = {entry.digest for entry in document.layers if entry.ztoc_metadata}
+    return bool(image.layers) and with_metadata.issuperset(image.layers)
 
 
 def _where(image: MountedImage, choice: Choice) -> dict[str, str]:

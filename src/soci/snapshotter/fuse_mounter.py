@@ -114,6 +114,7 @@ class FuseLayerMounter:
         except BaseException:
             await _settle(starting)
             raise
+        self.load_order.layer_opened(opened, image)
         erofs_image: asyncio.Future[bytes] | None = None
         try:
             if await self._erofs_wanted():
@@ -127,7 +128,7 @@ class FuseLayerMounter:
                 await asyncio.gather(erofs_image, return_exceptions=True)
             await self._resolver.release(opened)
             raise
-        self.load_order.layer_mounted(opened, image)
+        self.load_order.layer_mounted(opened)
 
     async def _open(self, layer: RemoteLayer) -> Layer:
         request = LayerRequest(
