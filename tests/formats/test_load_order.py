@@ -156,3 +156,39 @@ def test_ztoc_metadata_that_is_not_zlib_or_too_large_is_an_error(monkeypatch: py
     with pytest.raises(FormatError, match="zm: inflates to more than 1048576 bytes"):
         lo.decode_ztoc_metadata(bomb, "zm")
     assert lo.decode_ztoc_metadata(lo.encode_ztoc_metadata(bytes(1 << 20)), "zm") == bytes(1 << 20)
+
+
+def test_ztoc_metadata_is_split_off_into_its_own_blob_and_joined_back() -> None:
+    z1, z2 = "sha256:" + "3" * 64, "sha256:" + "4" * 64
+    m1, m2 = lo.encode_ztoc_metadata(b"first" * 50), lo.encode_ztoc_metadata(b"second" * 50)
+    segment = lo.Segment("a", 0, 4096)
+    document = lo.LoadOrder(
+        "w", (lo.LayerLoadOrder(L1, (segment,), z1, (), m1), lo.LayerLoadOrder("sha256:" + "5" * 64, (), z2, (), m2))
+    )
+    bare, blob = lo.split_ztoc_metadata(document)
+    assert [entry.ztoc_metadata for entry in bare.layers] == [b"", b""]
+    assert [entry.ztoc for entry in bare.layers] == [z1, z2]  # the layers still name their zTOCs
+    assert b"ztoc_metadata" not in lo.marshal(bare)
+    assert lo.parse_ztoc_metadata(blob) == {z1: m1, z2: m2}
+    assert lo.join_ztoc_metadata(lo.parse(lo.marshal(bare)), lo.parse_ztoc_metadata(blob)) == document
+    assert lo.split_ztoc_metadata(bare) == (bare, b"")  # nothing to split
+    with pytest.raises(FormatError, match=f"w: zTOC metadata for {z1}, which no layer"):
+        lo.join_ztoc_metadata(document, {z1: m1}, "w")  # the document has its own already
+    with pytest.raises(FormatError, match="which no layer"):
+        lo.join_ztoc_metadata(bare, {"sha256:" + "9" * 64: m1})
+
+
+@pytest.mark.parametrize(
+    ("mangle", "message"),
+    [
+        (lambda b: b"x" + b, "bad magic"),
+        (lambda b: b[:-3], "truncated or empty"),
+        (lambda b: b[: len(b"soci-py ztoc metadata 1\n") + 3], "record at byte 24 is truncated"),
+        (lambda b: b.replace(b"sha256:" + b"3" * 64, b"sha256:" + b"Z" * 64), "is not a sha256 digest"),
+        (lambda b: b + b[len(b"soci-py ztoc metadata 1\n") :], "is listed twice"),
+    ],
+)
+def test_malformed_ztoc_metadata_blobs_are_rejected(mangle: Any, message: str) -> None:
+    blob = lo.marshal_ztoc_metadata({"sha256:" + "3" * 64: lo.encode_ztoc_metadata(b"z" * 100)})
+    with pytest.raises(FormatError, match=f"zm: .*{message}"):
+        lo.parse_ztoc_metadata(mangle(blob), "zm")

@@ -24,6 +24,8 @@ from soci.loadorder.service import OP_REJECTED, OP_SELECTED, LoadOrderOptions, L
 from soci.loadorder.store import (
     artifact_manifest,
     fetch_load_order,
+    fetch_ztoc_metadata,
+    find_load_order,
     list_load_orders,
     push_load_order,
     remove_load_orders,
@@ -184,6 +186,46 @@ async def test_a_good_document_is_chosen_logged_counted_and_replayed(
             finally:
                 await resolver.release(opened)
                 await service.aclose()
+
+
+async def test_ztoc_metadata_travels_as_the_artifacts_second_layer(
+    registry: RegistryServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = "lo/split"
+    subject = _image(registry, repo)
+    request, _ = LAYER.request(65536)
+    assert request.ztoc is not None
+    packed = lo.encode_ztoc_metadata(ztoc_without_windows(request.ztoc))
+    plain = _document()
+    document = replace(plain, layers=(replace(plain.layers[0], ztoc=request.ztoc_digest, ztoc_metadata=packed),))
+    image = MountedImage(RegistryClient(registry.host, plain_http=True), repo, f"{registry.host}/{repo}:v1",
+                         subject.digest, (LAYER.digest,))  # fmt: skip
+    async with image.client as client:
+        digest = await push_load_order(client, repo, subject, document)
+        data, _, _ = await client.get_manifest(repo, digest, accept=(MEDIA_TYPE_OCI_MANIFEST,))
+        layers = Manifest.unmarshal(data).layers or ()
+        assert [layer.media_type for layer in layers] == [lo.MEDIA_TYPE_LOAD_ORDER, lo.MEDIA_TYPE_ZTOC_METADATA]
+        assert b"ztoc_metadata" not in await client.get_blob(repo, layers[0].digest, layers[0].size)
+        artifact = await find_load_order(client, repo, subject.digest, "heads")
+        assert await fetch_ztoc_metadata(client, repo, artifact) == {request.ztoc_digest: packed}
+        assert await fetch_load_order(client, repo, subject.digest, "heads") == document  # joined back
+        service = LoadOrderService(tmp_path, LoadOrderOptions(default="heads"))
+        try:
+            assert await service.ztoc_stand_ins(image) == {request.ztoc_digest: packed}
+        finally:
+            await service.aclose()
+
+        # pushed with the metadata inline, as before the split: read the same way
+        monkeypatch.setattr(lo, "split_ztoc_metadata", lambda d: (d, b""))
+        digest = await push_load_order(client, repo, subject, document)
+        data, _, _ = await client.get_manifest(repo, digest, accept=(MEDIA_TYPE_OCI_MANIFEST,))
+        assert [layer.media_type for layer in Manifest.unmarshal(data).layers or ()] == [lo.MEDIA_TYPE_LOAD_ORDER]
+        assert await fetch_load_order(client, repo, subject.digest, "heads") == document
+        service = LoadOrderService(tmp_path, LoadOrderOptions(default="heads"))
+        try:
+            assert await service.ztoc_stand_ins(image) == {request.ztoc_digest: packed}
+        finally:
+            await service.aclose()
 
 
 def test_artifact_manifest_shape() -> None:

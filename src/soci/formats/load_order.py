@@ -35,6 +35,12 @@ checkpoint zeroed, zlib-compressed: everything a mount needs (the table of conte
 at a few percent of the zTOC's bytes, so a layer can be mounted, and its fetch points served, before its zTOC is
 fetched. Only inflating a whole span needs the windows; the daemon then fetches the zTOC itself (verified
 against the SOCI index) and checks that it equals this, windows aside.
+
+In a registry the metadata travels beside the document, not in it (``split_ztoc_metadata``): the artifact's
+second layer (``MEDIA_TYPE_ZTOC_METADATA``) holds every layer's ``ztoc_metadata`` as binary records, so that a
+mount waits for that blob alone, not for the megabytes of fetch point windows, and without base64's third more.
+A document file, and what ``soci load-order show`` prints, keep it inline; a document with it inline in the
+registry (as pushed before the split) is read as it is.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import base64
 import binascii
 import json
 import re
+import struct
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -54,6 +61,8 @@ from soci.formats.digest import is_digest
 from soci.formats.zinfo import WINDOW_SIZE
 
 MEDIA_TYPE_LOAD_ORDER: Final = "application/vnd.soci-py.load-order.v1+json"
+MEDIA_TYPE_ZTOC_METADATA: Final = "application/vnd.soci-py.load-order.ztoc-metadata.v1"
+"""The artifact's optional second layer: the document's zTOC metadata (``marshal_ztoc_metadata``)."""
 ARTIFACT_TYPE_LOAD_ORDER: Final = MEDIA_TYPE_LOAD_ORDER
 """``artifactType`` of the manifest that carries a document (what referrers are filtered by)."""
 VERSION: Final = "1"
@@ -276,6 +285,79 @@ def decode_ztoc_metadata(packed: bytes, where: str = "ztoc_metadata") -> bytes:
     if not whole:
         raise FormatError(f"{where}: truncated, or followed by other bytes")
     return data
+
+
+# ---- zTOC metadata beside the document -------------------------------------------------------------------
+
+_METADATA_MAGIC: Final = b"soci-py ztoc metadata 1\n"
+_METADATA_RECORD = struct.Struct("<HI")  # digest length, metadata length; then the digest and the metadata
+
+
+def split_ztoc_metadata(document: LoadOrder) -> tuple[LoadOrder, bytes]:
+    """``(document without ztoc_metadata, its metadata as marshal_ztoc_metadata's bytes)``; ``b""`` when there
+    is none."""
+    metadata = {entry.ztoc: entry.ztoc_metadata for entry in document.layers if entry.ztoc_metadata}
+    if not metadata:
+        return document, b""
+    bare = replace(document, layers=tuple(replace(entry, ztoc_metadata=b"") for entry in document.layers))
+    return bare, marshal_ztoc_metadata(metadata)
+
+
+def join_ztoc_metadata(document: LoadOrder, metadata: Mapping[str, bytes], what: str = "load order") -> LoadOrder:
+    """``document`` with each layer's ``ztoc_metadata`` taken from ``metadata`` (zTOC digest -> compressed
+    metadata), which must name only zTOCs of the document's layers that carry none inline."""
+    if not metadata:
+        return document
+    named = {entry.ztoc for entry in document.layers if entry.ztoc and not entry.ztoc_metadata}
+    stray = sorted(set(metadata) - named)
+    if stray:
+        raise FormatError(f"{what}: zTOC metadata for {stray[0]}, which no layer of the document names without "
+                          "metadata of its own")  # fmt: skip
+    layers = tuple(
+        replace(entry, ztoc_metadata=metadata[entry.ztoc]) if entry.ztoc in metadata else entry
+        for entry in document.layers
+    )
+    return replace(document, layers=layers)
+
+
+def marshal_ztoc_metadata(metadata: Mapping[str, bytes]) -> bytes:
+    """A magic line, then per zTOC (sorted by digest): u16 digest length, u32 metadata length (little endian),
+    the digest, the compressed metadata."""
+    parts = [_METADATA_MAGIC]
+    for digest in sorted(metadata):
+        name, packed = digest.encode("ascii"), metadata[digest]
+        parts += [_METADATA_RECORD.pack(len(name), len(packed)), name, packed]
+    return b"".join(parts)
+
+
+def parse_ztoc_metadata(data: bytes, what: str = "zTOC metadata") -> dict[str, bytes]:
+    """zTOC digest -> compressed metadata, from ``marshal_ztoc_metadata``'s bytes.
+
+    Raises:
+        FormatError: too large, no magic, a record truncated or empty, a digest malformed or repeated.
+    """
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise FormatError(f"{what} is {len(data)} bytes, over the limit of {MAX_DOCUMENT_BYTES}")
+    if not data.startswith(_METADATA_MAGIC):
+        raise FormatError(f"{what}: not zTOC metadata (bad magic)")
+    found: dict[str, bytes] = {}
+    pos = len(_METADATA_MAGIC)
+    while pos < len(data):
+        if pos + _METADATA_RECORD.size > len(data):
+            raise FormatError(f"{what}: record at byte {pos} is truncated")
+        name_length, length = _METADATA_RECORD.unpack_from(data, pos)
+        pos += _METADATA_RECORD.size
+        end = pos + name_length + length
+        if end > len(data) or not length:
+            raise FormatError(f"{what}: record at byte {pos - _METADATA_RECORD.size} is truncated or empty")
+        digest = data[pos : pos + name_length].decode("ascii", "replace")
+        if not is_digest(digest):
+            raise FormatError(f"{what}: {digest!r} is not a sha256 digest")
+        if digest in found:
+            raise FormatError(f"{what}: zTOC {digest} is listed twice")
+        found[digest] = data[pos + name_length : end]
+        pos = end
+    return found
 
 
 # ---- bytes ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -21,7 +21,7 @@ from soci.fs.layer import Layer
 from soci.loadorder.record import READ_LOG, ReadLog
 from soci.loadorder.replay import ReplayScheduler
 from soci.loadorder.select import Choice, Rule, choose
-from soci.loadorder.store import fetch_load_order
+from soci.loadorder.store import fetch_document, fetch_ztoc_metadata, find_load_order
 from soci.registry import RegistryClient
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,10 @@ class MountedImage:
     """The image's topmost layer with a zTOC: once it is mounted, the pull has mounted every layer."""
 
 
+_Fetch = tuple["asyncio.Future[LoadOrder | None]", "asyncio.Future[Mapping[str, bytes]]"]
+"""A document being fetched: (the document, or None when there is none to use; its zTOC metadata)."""
+
+
 class LoadOrderService:
     def __init__(
         self, root: Path, options: LoadOrderOptions | None = None, *, background: BackgroundFetcher | None = None
@@ -70,7 +74,7 @@ class LoadOrderService:
         self.options = options or LoadOrderOptions()
         self._scheduler = ReplayScheduler(max_concurrency=self.options.max_concurrency, background=background)
         self._log = ReadLog(root / READ_LOG) if self.options.record else None
-        self._documents: dict[tuple[str, str], asyncio.Future[LoadOrder | None]] = {}
+        self._documents: dict[tuple[str, str], _Fetch] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._metrics: Counter | None = None
         self._pulled: dict[str, asyncio.Event] = {}  # manifest digest -> its last lazy layer is mounted
@@ -90,18 +94,17 @@ class LoadOrderService:
         choice = self.choose(image)
         if choice is None:
             return {}
-        document = await self._document(image, choice)
-        if document is None or not self._fits(document, image, choice):
-            return {}
-        return {entry.ztoc: entry.ztoc_metadata for entry in document.layers if entry.ztoc and entry.ztoc_metadata}
+        # the artifact's metadata layer comes before its document, and is all a mount needs. It is used by zTOC
+        # digest, for the zTOCs of the image's own index: its size is checked at the mount and its bytes against
+        # the zTOC once that is fetched, whatever the document's verdict
+        return dict(await asyncio.shield(self._fetching(image, choice)[1]))
 
     def image_preparing(self, image: MountedImage) -> None:
         """A layer of ``image`` is being mounted: start fetching its chosen document, so that the replay of
         its first layer need not wait a round trip for it (once per image: the document is cached)."""
         choice = self.choose(image)
-        if choice is None or (image.manifest_digest, choice.name) in self._documents:
-            return
-        self._start(self._document(image, choice))
+        if choice is not None:
+            self._fetching(image, choice)
 
     def layer_mounted(self, layer: Layer) -> None:
         """Record the layer's reads (recording mode)."""
@@ -157,23 +160,31 @@ class LoadOrderService:
             del self._pulled[next(iter(self._pulled))]
 
     async def _document(self, image: MountedImage, choice: Choice) -> LoadOrder | None:
+        return await asyncio.shield(self._fetching(image, choice)[0])
+
+    def _fetching(self, image: MountedImage, choice: Choice) -> _Fetch:
+        """The futures of the chosen document and of its zTOC metadata, its fetch started if need be."""
         key = (image.manifest_digest, choice.name)
-        pending = self._documents.get(key)
-        if pending is None:
-            pending = asyncio.get_running_loop().create_future()
-            self._documents[key] = pending
+        fetch = self._documents.get(key)
+        if fetch is None:
+            loop = asyncio.get_running_loop()
+            fetch = self._documents[key] = (loop.create_future(), loop.create_future())
             while len(self._documents) > _DOCUMENT_CACHE_ENTRIES:
                 del self._documents[next(iter(self._documents))]
-            try:
-                document = await self._load(image, choice)
-            except BaseException:
-                document = None
-                raise
-            finally:
-                pending.set_result(document)
-                if document is None:  # look again next time: the document may have been fixed
-                    self._documents.pop(key, None)
-        return await asyncio.shield(pending)
+            self._start(self._fetch(key, image, choice, fetch))
+        return fetch
+
+    async def _fetch(self, key: tuple[str, str], image: MountedImage, choice: Choice, fetch: _Fetch) -> None:
+        document, metadata = fetch
+        loaded = None
+        try:
+            loaded = await self._load(image, choice, metadata)
+        finally:
+            if not metadata.done():  # a document with its metadata inline, or none
+                metadata.set_result(_inline_metadata(loaded))
+            document.set_result(loaded)
+            if loaded is None and self._documents.get(key) is fetch:
+                del self._documents[key]  # look again next time: the document may have been fixed
 
     def _fits(self, document: LoadOrder, image: MountedImage, choice: Choice) -> bool:
         """Whether the document names only layers of the image. Decided, logged and counted once per fetched
@@ -199,11 +210,18 @@ class LoadOrderService:
             del self._verdicts[next(iter(self._verdicts))]
         return fits
 
-    async def _load(self, image: MountedImage, choice: Choice) -> LoadOrder | None:
-        """The document, fetched; its layers are checked against the image's at once if they are known, else
-        where it is used (``_fits``)."""
+    async def _load(
+        self, image: MountedImage, choice: Choice, metadata: asyncio.Future[Mapping[str, bytes]]
+    ) -> LoadOrder | None:
+        """The document, fetched after its zTOC metadata (resolving ``metadata`` as soon as that is in); its
+        layers are checked against the image's at once if they are known, else where it is used (``_fits``)."""
+        client = image.client
         try:
-            document = await fetch_load_order(image.client, image.repo, image.manifest_digest, choice.name)
+            artifact = await find_load_order(client, image.repo, image.manifest_digest, choice.name)
+            stand_ins = await fetch_ztoc_metadata(client, image.repo, artifact)
+            if stand_ins:
+                metadata.set_result(stand_ins)
+            document = await fetch_document(client, image.repo, artifact, stand_ins)
         except SociError as exc:
             log.warning("load order %s ignored (chosen by %s): %s", choice.name, choice.reason, exc,
                         extra=_where(image, choice))  # fmt: skip
@@ -224,6 +242,11 @@ class LoadOrderService:
         await self._scheduler.aclose()
         if self._log is not None:
             self._log.close()
+
+
+def _inline_metadata(document: LoadOrder | None) -> dict[str, bytes]:
+    layers = document.layers if document is not None else ()
+    return {entry.ztoc: entry.ztoc_metadata for entry in layers if entry.ztoc and entry.ztoc_metadata}
 
 
 def _mounts_offline(document: LoadOrder, image: MountedImage) -> bool:
