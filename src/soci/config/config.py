@@ -192,7 +192,7 @@ class LoadOrderConfig:
 
     record: bool = False
     default: str = ""
-    max_concurrency: int = 2
+    max_concurrency: int = 4
     rules: list[LoadOrderRuleConfig] = field(default_factory=list)
 
 

@@ -123,7 +123,7 @@ class _Job:
 class ReplayScheduler:
     """Loads the runs of every queued replay, earliest first access first, ``max_concurrency`` at a time."""
 
-    def __init__(self, *, max_concurrency: int = 2, background: BackgroundFetcher | None = None) -> None:
+    def __init__(self, *, max_concurrency: int = 4, background: BackgroundFetcher | None = None) -> None:
         self._limit = max(1, max_concurrency)
         self._background = background
         # (time_ms, seq, first span, last span, or a fetch point instead, job)
@@ -212,7 +212,7 @@ async def replay(
     segments: Sequence[Segment],
     *,
     name: str = "",
-    max_concurrency: int = 2,
+    max_concurrency: int = 4,
     background: BackgroundFetcher | None = None,
     fetch_points: Sequence[FetchPoint] = (),
 ) -> ReplayResult:

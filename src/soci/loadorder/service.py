@@ -42,7 +42,7 @@ class LoadOrderOptions:
     record: bool = False
     default: str = ""
     rules: tuple[Rule, ...] = ()
-    max_concurrency: int = 2
+    max_concurrency: int = 4
     start_timeout_sec: float = 10.0
     """Longest wait for the image's last lazy layer to mount before a replay starts anyway."""
 
