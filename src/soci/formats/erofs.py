@@ -58,6 +58,10 @@ _FILE_TYPES: Final = {
 }
 
 # (name index, prefix) in the order they are tried; the two ACL names are whole names with an empty suffix
+_INODE: Final = struct.Struct("<HHHHQIIIIQII16x")  # erofs_inode_extended
+_DIRENT: Final = struct.Struct("<QHBx")  # erofs_dirent: nid, nameoff, file type
+_CHUNK_INDEX: Final = struct.Struct("<HHI")  # erofs_inode_chunk_index: advise, device id, block address
+
 _XATTR_PREFIXES: Final = (
     (2, b"system.posix_acl_access"),
     (3, b"system.posix_acl_default"),
@@ -146,16 +150,16 @@ def _dir_blocks(entries: list[tuple[bytes, int, int]]) -> tuple[bytes, int]:
             size += _DIRENT_SIZE + len(entries[j][0])
             j += 1
         chunk = entries[i:j]
+        block = bytearray(BLOCK_SIZE)
         nameoff = _DIRENT_SIZE * len(chunk)
-        heads = []
-        names = []
+        at = 0
         for name, nid, file_type in chunk:
-            heads.append(struct.pack("<QHBx", nid, nameoff, file_type))
-            names.append(name)
+            _DIRENT.pack_into(block, at, nid, nameoff, file_type)
+            block[nameoff : nameoff + len(name)] = name
+            at += _DIRENT_SIZE
             nameoff += len(name)
-        block = b"".join(heads) + b"".join(names)
-        used_last = len(block)
-        blocks.append(block + b"\0" * (BLOCK_SIZE - len(block)))
+        used_last = nameoff
+        blocks.append(bytes(block))
         i = j
     return b"".join(blocks), (len(blocks) - 1) * BLOCK_SIZE + used_last
 
@@ -169,18 +173,18 @@ def build_image(source: Source, data_size: int, device_tag: bytes = b"") -> byte
     """
     # pass 1: every inode once (hard links share one), the root first so its nid fits the superblock's 16 bits
     order: list[int] = []
-    seen: set[int] = set()
     pending = [source.root]
     entries: dict[int, Entry] = {}
+    children: dict[int, list[tuple[bytes, int]]] = {}
     while pending:
         ino = pending.pop()
-        if ino in seen:
+        if ino in entries:
             continue
-        seen.add(ino)
         order.append(ino)
         entry = entries[ino] = source.entry(ino)
         if stat.S_ISDIR(entry.mode):
-            pending.extend(reversed([child for _, child in source.children(ino)]))
+            kids = children[ino] = list(source.children(ino))
+            pending.extend([child for _, child in reversed(kids)])
 
     # pass 2: inode records (inode, inline xattrs, chunk index) laid out in 32-byte slots
     records: dict[int, tuple[int, bytes]] = {}  # ino -> (offset in the metadata area, xattr body)
@@ -210,7 +214,7 @@ def build_image(source: Source, data_size: int, device_tag: bytes = b"") -> byte
         entry = entries[ino]
         if stat.S_ISDIR(entry.mode):
             dirents = [(b".", records[ino][0] // _SLOT, 2), (b"..", records[parent_of[ino]][0] // _SLOT, 2)]
-            for name, child in source.children(ino):
+            for name, child in children[ino]:
                 if not name or b"/" in name or name in (b".", b"..") or len(name) > 255:
                     raise FormatError(f"directory inode {ino}: name {name!r} cannot be stored")
                 child_mode = entries[child].mode
@@ -231,13 +235,14 @@ def build_image(source: Source, data_size: int, device_tag: bytes = b"") -> byte
 
     # pass 4: the inodes themselves
     meta = bytearray(meta_size)
+    pack_inode = _INODE.pack_into
     for ino in order:
         entry = entries[ino]
         slot, xattrs = records[ino]
         kind = stat.S_IFMT(entry.mode)
         layout = _LAYOUT_FLAT_PLAIN
         size = entry.size
-        chunk = b""
+        chunk = None
         if ino in data_at:
             i_u, size = data_at[ino]
         elif kind == stat.S_IFREG and size:
@@ -252,7 +257,7 @@ def build_image(source: Source, data_size: int, device_tag: bytes = b"") -> byte
             blkaddr = entry.data_offset // BLOCK_SIZE
             if blkaddr >= NULL_ADDR:
                 raise FormatError(f"file inode {ino}: data beyond the 2 TiB EROFS addresses")
-            chunk = struct.pack("<HHI", 0, DATA_DEVICE_ID, blkaddr)
+            chunk = blkaddr
         elif kind in (stat.S_IFCHR, stat.S_IFBLK):
             i_u = _encode_dev(*entry.rdev)
             size = 0
@@ -261,8 +266,9 @@ def build_image(source: Source, data_size: int, device_tag: bytes = b"") -> byte
             size = 0
         icount = (len(xattrs) - _XATTR_HEADER_SIZE) // 4 + 1 if xattrs else 0
         seconds, nanoseconds = divmod(entry.mtime_ns, 1_000_000_000)
-        inode = struct.pack(
-            "<HHHHQIIIIQII16x",
+        pack_inode(
+            meta,
+            slot,
             _VERSION_EXTENDED | (layout << 1),
             icount,
             entry.mode & 0xFFFF,
@@ -276,10 +282,12 @@ def build_image(source: Source, data_size: int, device_tag: bytes = b"") -> byte
             nanoseconds,
             entry.nlink,
         )
-        record = inode + xattrs
-        if chunk:
-            record += b"\0" * (-len(record) % _CHUNK_INDEX_SIZE) + chunk
-        meta[slot : slot + len(record)] = record
+        end = slot + _EXTENDED_INODE_SIZE
+        if xattrs:
+            meta[end : end + len(xattrs)] = xattrs
+            end += len(xattrs)
+        if chunk is not None:
+            _CHUNK_INDEX.pack_into(meta, end + (-end % _CHUNK_INDEX_SIZE), 0, DATA_DEVICE_ID, chunk)
 
     total_blocks = next_block
     device_blocks = -(-data_size // BLOCK_SIZE)
