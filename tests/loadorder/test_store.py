@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lo_layers import big_files_layer
@@ -237,68 +238,49 @@ def test_artifact_manifest_shape() -> None:
     assert json.loads(manifest.marshal())["config"]["mediaType"] == "application/vnd.oci.empty.v1+json"
 
 
-async def test_replay_waits_until_the_pull_has_mounted_the_last_lazy_layer(
-    registry: RegistryServer, tmp_path: Path
-) -> None:
-    repo = "lo/gate"
-    top = big_files_layer(files=2, size=50_000, seed=4)
-    digest, data = registry.push_image(repo, "v1", [LAYER.blob, top.blob])
-    subject = Descriptor(MEDIA_TYPE_OCI_MANIFEST, digest, len(data))
-    request, blob = LAYER.request(65536)
-    with ThreadPoolExecutor(2) as executor:
-        async with RegistryClient(registry.host, plain_http=True) as client:
-            await push_load_order(client, repo, subject, _document())
-            service = LoadOrderService(tmp_path, LoadOrderOptions(default="heads", start_timeout_sec=60))
-            resolver = LayerResolver(tmp_path, executor=executor)
-            lower = await resolver.acquire(request)
-            upper = await resolver.acquire(top.request(65536)[0])
-            image = MountedImage(client, repo, f"{registry.host}/{repo}:v1", subject.digest,
-                                 (LAYER.digest, top.digest), last_lazy_layer=top.digest)  # fmt: skip
-            try:
-                service.layer_opened(lower, image)
-                await asyncio.sleep(0.5)  # the document is fetched; the replay waits for the upper layer
-                assert len(blob.reads) == 1  # the gzip header, read when the layer opened
-                service.layer_opened(upper, image)
-                await service.wait_idle()
-                assert len(blob.reads) > 1
-            finally:
-                await resolver.release(lower)
-                await resolver.release(upper)
-                await service.aclose()
+def _metadata_of(request: LayerRequest) -> dict[str, Any]:
+    assert request.ztoc is not None
+    return {"ztoc": request.ztoc_digest, "ztoc_metadata": lo.encode_ztoc_metadata(ztoc_without_windows(request.ztoc))}
 
 
-async def test_replay_starts_at_once_when_every_layer_mounts_from_the_documents_ztoc_metadata(
-    registry: RegistryServer, tmp_path: Path
+@pytest.mark.parametrize("with_metadata", [False, True])
+async def test_replay_waits_for_the_pull_unless_every_layer_mounts_from_the_documents_ztoc_metadata(
+    registry: RegistryServer, tmp_path: Path, with_metadata: bool
 ) -> None:
-    repo = "lo/nogate"
+    repo = f"lo/gate{int(with_metadata)}"
     top = big_files_layer(files=2, size=50_000, seed=4)
     digest, data = registry.push_image(repo, "v1", [LAYER.blob, top.blob])
     subject = Descriptor(MEDIA_TYPE_OCI_MANIFEST, digest, len(data))
     request, blob = LAYER.request(65536)
     upper_request = top.request(65536)[0]
-
-    def metadata_of(r: LayerRequest) -> dict[str, object]:
-        assert r.ztoc is not None
-        return {"ztoc": r.ztoc_digest, "ztoc_metadata": lo.encode_ztoc_metadata(ztoc_without_windows(r.ztoc))}
-
     document = _document()
-    lower_entry = replace(document.layers[0], **metadata_of(request))  # type: ignore[arg-type]
-    upper_entry = lo.LayerLoadOrder(top.digest, (), **metadata_of(upper_request))  # type: ignore[arg-type]
+    if with_metadata:
+        lower = replace(document.layers[0], **_metadata_of(request))
+        upper = lo.LayerLoadOrder(top.digest, (), **_metadata_of(upper_request))
+        document = replace(document, layers=(lower, upper))
     with ThreadPoolExecutor(2) as executor:
         async with RegistryClient(registry.host, plain_http=True) as client:
-            await push_load_order(client, repo, subject, replace(document, layers=(lower_entry, upper_entry)))
+            await push_load_order(client, repo, subject, document)
             service = LoadOrderService(tmp_path, LoadOrderOptions(default="heads", start_timeout_sec=60))
             resolver = LayerResolver(tmp_path, executor=executor)
-            lower = await resolver.acquire(request)
+            opened = [await resolver.acquire(request)]
             image = MountedImage(client, repo, f"{registry.host}/{repo}:v1", subject.digest,
                                  (LAYER.digest, top.digest), last_lazy_layer=top.digest)  # fmt: skip
             try:
-                service.layer_opened(lower, image)
-                # the upper layer is not mounted, and never will be here: the replay needs no pull to finish
-                await asyncio.wait_for(service.wait_idle(), 30)
+                service.layer_opened(opened[0], image)
+                if with_metadata:  # no layer needs the link to mount: the replay does not wait for the upper one
+                    await asyncio.wait_for(service.wait_idle(), 30)
+                    assert len(blob.reads) > 1
+                    return
+                await asyncio.sleep(0.5)  # the document is fetched; the replay waits for the upper layer
+                assert len(blob.reads) == 1  # the gzip header, read when the layer opened
+                opened.append(await resolver.acquire(upper_request))
+                service.layer_opened(opened[1], image)
+                await service.wait_idle()
                 assert len(blob.reads) > 1
             finally:
-                await resolver.release(lower)
+                for layer in opened:
+                    await resolver.release(layer)
                 await service.aclose()
 
 
