@@ -141,3 +141,28 @@ async def test_scheduler_loads_runs_of_all_layers_in_first_access_order(
         await scheduler.aclose()
         await resolver.release(layer_a)
         await resolver.release(layer_b)
+
+
+async def test_a_closed_layers_queued_replay_is_dropped_and_the_other_layers_go_on(
+    tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    a, b = big_files_layer(files=4, seed=11), big_files_layer(files=4, seed=12)
+    resolver = LayerResolver(tmp_path, executor=executor)
+    (request_a, blob_a), (request_b, blob_b) = a.request(65536), b.request(65536)
+    layer_a, layer_b = await resolver.acquire(request_a), await resolver.acquire(request_b)
+    scheduler = ReplayScheduler(max_concurrency=1)
+    try:
+        before_a, before_b = len(blob_a.reads), len(blob_b.reads)
+        done_a = scheduler.add(layer_a, [Segment(name, 0, HEAD, 10 * i) for i, name in enumerate(a.names)], name="w")
+        done_b = scheduler.add(layer_b, [Segment(name, 0, HEAD, 10 * i + 5) for i, name in enumerate(b.names)])
+        scheduler.drop(layer_a)  # before the worker has sent anything: a's mount failed, or it was unmounted
+        result_a, result_b = await asyncio.wait_for(asyncio.gather(done_a, done_b), 30)
+        assert len(blob_a.reads) == before_a  # none of a's runs went out, and its replay still ended
+        assert result_a.failed_runs == 0
+        assert result_b.failed_runs == 0 and result_b.spans == 4
+        assert len(blob_b.reads) == before_b + 4
+        scheduler.drop(layer_a)  # nothing queued for it: no effect
+    finally:
+        await scheduler.aclose()
+        await resolver.release(layer_a)
+        await resolver.release(layer_b)

@@ -184,22 +184,23 @@ class LayerResolver:
         future.set_result(layer)
         return layer
 
-    async def release(self, layer: Layer, *, discard: bool = False) -> None:
-        """Drop one holder; the last one closes the layer. ``discard``: then also delete its span cache
-        (its snapshot was removed; a later mount of the layer fetches the spans again)."""
+    async def release(self, layer: Layer, *, discard: bool = False) -> bool:
+        """Drop one holder; the last one closes the layer (True then). ``discard``: then also delete its span
+        cache (its snapshot was removed; a later mount of the layer fetches the spans again)."""
         key = (layer.digest, layer.ztoc_digest)
         held = self._layers.get(key)
         if held is None or held[0] is not layer:
-            return
+            return False
         if held[1] > 1:
             self._layers[key] = (layer, held[1] - 1)
-            return
+            return False
         del self._layers[key]
         if self._background is not None:
             self._background.remove(layer.spans)
         await layer.aclose()
         if discard:
             await self._discard_cache(layer.ztoc_digest)
+        return True
 
     async def _discard_cache(self, ztoc_digest: str) -> None:
         """Delete the span cache of a zTOC no open or opening layer uses (the directory is per zTOC)."""

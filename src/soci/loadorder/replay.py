@@ -163,6 +163,23 @@ class ReplayScheduler:
             task.add_done_callback(self._worker_done)
         return job.done
 
+    def drop(self, layer: Layer) -> None:
+        """Forget what is queued for ``layer`` (unmounted, or its mount failed after it opened): its replay ends
+        with the work already in flight, instead of failing every remaining request on a closed layer."""
+        kept = [item for item in self._heap if item[5].layer is not layer]
+        if len(kept) == len(self._heap):
+            return
+        log.info("load order: layer %s closed; %d queued replay requests dropped", layer.digest,
+                 len(self._heap) - len(kept))  # fmt: skip
+        dropped = [job for *_, job in self._heap if job.layer is layer]
+        # the workers stop when the heap is empty, and the last one to stop releases the background fetcher
+        self._heap = kept
+        heapq.heapify(self._heap)
+        for job in dropped:
+            job.pending -= 1
+            if not job.pending:
+                self._finish(job)
+
     def _worker_done(self, task: asyncio.Task[None]) -> None:
         self._workers.discard(task)
         if not self._workers and not self._heap and self._background is not None:

@@ -89,8 +89,8 @@ class LoadOrderService:
 
     async def ztoc_stand_ins(self, image: MountedImage) -> dict[str, bytes]:
         """zTOC digest -> that zTOC's metadata (compressed, ``formats.load_order.decode_ztoc_metadata``) from the
-        document chosen for ``image``; empty when there is none. ``image_preparing`` may start the fetch before
-        the image's layers are known (``layers`` empty); they are checked here."""
+        document chosen for ``image``; empty when there is none. Resolved as soon as the artifact's metadata
+        layer is in, before the document itself (or with the document, when that carries it inline)."""
         choice = self.choose(image)
         if choice is None:
             return {}
@@ -110,6 +110,10 @@ class LoadOrderService:
         """Record the layer's reads (recording mode)."""
         if self._log is not None:
             self._log.attach(layer)
+
+    def layer_closed(self, layer: Layer) -> None:
+        """The layer is no longer served (unmounted, or its mount failed after it opened): stop replaying it."""
+        self._scheduler.drop(layer)
 
     def layer_opened(self, layer: Layer, image: MountedImage) -> None:
         """Start replaying the chosen document, if any, on the layer: its spans and tree are there, and its

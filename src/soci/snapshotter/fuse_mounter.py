@@ -126,7 +126,7 @@ class FuseLayerMounter:
         except BaseException:
             if erofs_image is not None:
                 await asyncio.gather(erofs_image, return_exceptions=True)
-            await self._resolver.release(opened)
+            await self._release(opened)
             raise
         self.load_order.layer_mounted(opened)
 
@@ -256,7 +256,11 @@ class FuseLayerMounter:
             return
         name, opened = served
         self._lazy.remove_layer(name)
-        await self._resolver.release(opened, discard=discard)
+        await self._release(opened, discard=discard)
+
+    async def _release(self, opened: Layer, *, discard: bool = False) -> None:
+        if await self._resolver.release(opened, discard=discard):
+            self.load_order.layer_closed(opened)  # its replay, if still queued, would only fail from here on
 
     async def restored(self) -> None:
         """The snapshotter has mounted every remote snapshot it could again (the daemon's start).
