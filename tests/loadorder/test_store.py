@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 from lo_layers import big_files_layer
 
-from soci.errors import NotFound
+from soci.errors import FormatError, NotFound
 from soci.formats import load_order as lo
 from soci.formats.digest import sha256_digest
 from soci.formats.oci import MEDIA_TYPE_OCI_MANIFEST, Descriptor, Manifest
+from soci.formats.soci_index import EMPTY_CONFIG, EMPTY_CONFIG_DIGEST
 from soci.fs.layer import LayerRequest, LayerResolver
 from soci.fs.ztoc_reader import ztoc_without_windows
 from soci.loadorder.service import OP_REJECTED, OP_SELECTED, LoadOrderOptions, LoadOrderService, MountedImage
@@ -227,6 +228,44 @@ async def test_ztoc_metadata_travels_as_the_artifacts_second_layer(
             assert await service.ztoc_stand_ins(image) == {request.ztoc_digest: packed}
         finally:
             await service.aclose()
+
+
+async def _push_artifact(
+    client: RegistryClient, repo: str, subject: Descriptor, layers: list[tuple[str, bytes]]
+) -> None:
+    """A load order artifact called "heads" with exactly ``layers`` (media type, bytes), as another tool might
+    push it."""
+    await client.push_blob(repo, EMPTY_CONFIG_DIGEST, EMPTY_CONFIG, len(EMPTY_CONFIG))
+    descriptors = []
+    for media_type, blob in layers:
+        await client.push_blob(repo, sha256_digest(blob), blob, len(blob))
+        descriptors.append(Descriptor(media_type, sha256_digest(blob), len(blob)))
+    body = replace(artifact_manifest(b"{}", "heads", subject), layers=tuple(descriptors)).marshal()
+    digest = await client.put_manifest(repo, sha256_digest(body), body, MEDIA_TYPE_OCI_MANIFEST)
+    entry = {"mediaType": MEDIA_TYPE_OCI_MANIFEST, "digest": digest, "size": len(body),
+             "artifactType": lo.ARTIFACT_TYPE_LOAD_ORDER, "annotations": {lo.ANNOTATION_NAME: "heads"}}  # fmt: skip
+    await client.add_referrer(repo, subject.digest, entry)
+
+
+async def test_artifact_layers_after_the_document_of_other_types_are_ignored_and_the_rest_is_checked(
+    registry: RegistryServer,
+) -> None:
+    repo = "lo/layers"
+    subject = _image(registry, repo)
+    request, _ = LAYER.request(65536)
+    metadata = _metadata_of(request)
+    document = _document()
+    bare = replace(document, layers=(replace(document.layers[0], ztoc=metadata["ztoc"]),))
+    blob = lo.marshal_ztoc_metadata({metadata["ztoc"]: metadata["ztoc_metadata"]})
+    doc_layer, meta_layer = (lo.MEDIA_TYPE_LOAD_ORDER, lo.marshal(bare)), (lo.MEDIA_TYPE_ZTOC_METADATA, blob)
+    async with RegistryClient(registry.host, plain_http=True) as client:
+        await _push_artifact(client, repo, subject, [doc_layer, meta_layer, ("application/x-later-addition", b"?")])
+        fetched = await fetch_load_order(client, repo, subject.digest, "heads")
+        assert fetched.layers[0].ztoc_metadata == metadata["ztoc_metadata"]
+        for layers in ([meta_layer, doc_layer], [doc_layer, meta_layer, meta_layer], [doc_layer, doc_layer]):
+            await _push_artifact(client, repo, subject, layers)
+            with pytest.raises(FormatError, match=r"must have one .* layer first, and at most one"):
+                await fetch_load_order(client, repo, subject.digest, "heads")
 
 
 def test_artifact_manifest_shape() -> None:

@@ -2,11 +2,11 @@
 
 The manifest's ``artifactType`` is ``ARTIFACT_TYPE_LOAD_ORDER``, its config the empty descriptor, its first
 layer the document, its second (when the document has any) the layers' zTOC metadata, which a mount needs before
-the rest (``formats.load_order.split_ztoc_metadata``), and it carries the workload name as an annotation, so
-the referrers list (API, or the
-``sha256-<hex>`` tag fallback) answers "which documents does this image have" without fetching any. The
-image, its SOCI index and their digests are never touched. Pushing a name replaces the image's previous
-document of that name.
+the rest (``formats.load_order.split_ztoc_metadata``); layers of other media types after the document are
+ignored, so that later additions do not break this reader. It carries the workload name as an annotation, so the
+referrers list (API, or the ``sha256-<hex>`` tag fallback) answers "which documents does this image have"
+without fetching any. The image, its SOCI index and their digests are never touched. Pushing a name replaces
+the image's previous document of that name.
 """
 
 from __future__ import annotations
@@ -130,14 +130,17 @@ async def find_load_order(client: RegistryClient, repo: str, subject_digest: str
     manifest = Manifest.unmarshal(data, f"load order artifact {stored.manifest_digest}")
     layers = manifest.layers or ()
     kinds = [layer.media_type for layer in layers]
-    if kinds not in ([lo.MEDIA_TYPE_LOAD_ORDER], [lo.MEDIA_TYPE_LOAD_ORDER, lo.MEDIA_TYPE_ZTOC_METADATA]):
+    if not kinds or kinds[0] != lo.MEDIA_TYPE_LOAD_ORDER or kinds.count(lo.MEDIA_TYPE_LOAD_ORDER) > 1 or (
+        kinds.count(lo.MEDIA_TYPE_ZTOC_METADATA) > 1
+    ):
         raise FormatError(f"load order artifact {stored.manifest_digest} must have one {lo.MEDIA_TYPE_LOAD_ORDER} "
-                          f"layer, and may have one {lo.MEDIA_TYPE_ZTOC_METADATA} layer after it")  # fmt: skip
-    for layer in layers:
-        if layer.size > lo.MAX_DOCUMENT_BYTES:
+                          f"layer first, and at most one {lo.MEDIA_TYPE_ZTOC_METADATA} layer")  # fmt: skip
+    metadata = next((layer for layer in layers if layer.media_type == lo.MEDIA_TYPE_ZTOC_METADATA), None)
+    for layer in (layers[0], metadata):
+        if layer is not None and layer.size > lo.MAX_DOCUMENT_BYTES:
             raise FormatError(f"load order {name!r}: layer {layer.digest} is {layer.size} bytes, over the limit of "
                               f"{lo.MAX_DOCUMENT_BYTES}")  # fmt: skip
-    return LoadOrderArtifact(name, stored.manifest_digest, layers[0], layers[1] if len(layers) > 1 else None)
+    return LoadOrderArtifact(name, stored.manifest_digest, layers[0], metadata)
 
 
 async def fetch_ztoc_metadata(client: RegistryClient, repo: str, artifact: LoadOrderArtifact) -> dict[str, bytes]:
