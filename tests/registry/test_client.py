@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from soci.errors import DataLoss, InvalidArgument, NotFound
 from soci.registry import ClientOptions, RegistryClient, RemoteBlob, referrers_tag, resolve_hosts
 from soci.registry.client import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, encode_index
-from soci.testing.fault_proxy import digest_of
+from soci.testing.fault_proxy import FaultProxy, digest_of
 from soci.testing.registry_server import OCI_EMPTY_CONFIG, RegistryServer
 
 pytestmark = pytest.mark.registry
@@ -235,6 +236,39 @@ async def test_referrers_fall_back_to_the_tag_index(plain_registry: RegistryServ
         await client.remove_referrer(repo, subject_digest, descriptors[1]["digest"])  # type: ignore[arg-type]
         assert await client.referrers(repo, subject_digest) == []
         assert referrers_tag(subject_digest) not in await client.list_tags(repo)
+
+
+class _HeldReferrers(FaultProxy):
+    """Holds each referrers API request until a fallback tag request has arrived (5 s at most)."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.tag_asked = asyncio.Event()
+        self.overlapped: list[bool] = []
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if "/manifests/sha256-" in request.path:
+            self.tag_asked.set()
+        if "/referrers/" in request.path:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.tag_asked.wait(), 5)
+            self.overlapped.append(self.tag_asked.is_set())
+        return await super()._handle(request)
+
+
+async def test_the_first_referrers_lookup_asks_the_api_and_the_fallback_tag_at_once(
+    plain_registry: RegistryServer, repo: str
+) -> None:
+    subject_digest, _ = plain_registry.push_image(repo, "app", [b"layer-bytes"])
+    async with (
+        _HeldReferrers(plain_registry.url) as proxy,
+        RegistryClient(proxy.host, hosts=resolve_hosts(proxy.host, plain_http=True)) as client,
+    ):
+        assert await client.referrers(repo, subject_digest) == []
+        assert proxy.overlapped == [True]  # the tag was asked while the API's answer was still pending
+        assert await client.referrers(repo, subject_digest) == []  # the API is known to be missing now
+        assert len(proxy.requests_to("/referrers/")) == 1
+        assert len(proxy.requests_to("/manifests/" + referrers_tag(subject_digest))) == 2
 
 
 async def test_concurrent_add_referrer_keeps_every_referrer(plain_registry: RegistryServer, repo: str) -> None:

@@ -513,12 +513,17 @@ class RegistryClient:
     async def referrers(self, repo: str, digest: str, artifact_type: str | None = None) -> list[dict[str, Any]]:
         """Descriptors of manifests whose ``subject`` is ``digest``, optionally of one ``artifactType``.
 
-        Uses the OCI referrers API; where it is missing (404), reads the ``sha256-<hex>`` fallback tag.
+        Uses the OCI referrers API; where it is missing (404), reads the ``sha256-<hex>`` fallback tag. Until
+        the registry has said which it serves for ``repo``, both are asked at once: a registry without the API
+        then costs no extra round trip, and one with it an extra tag lookup, once.
         """
         check_repository(repo)
         parse_digest(digest)
         found: list[dict[str, Any]] | None = None
-        if self._referrers_api.get(repo, True):
+        supported = self._referrers_api.get(repo)
+        if supported is None:
+            found = await self._referrers_either_way(repo, digest, artifact_type)
+        elif supported:
             found = await self._referrers_from_api(repo, digest, artifact_type)
         if found is None:
             found, _ = await self._read_referrers_index(repo, referrers_tag(digest))
@@ -531,6 +536,23 @@ class RegistryClient:
         if repo not in self._referrers_api:
             await self._referrers_from_api(repo, digest, None)
         return self._referrers_api[repo]
+
+    async def _referrers_either_way(
+        self, repo: str, digest: str, artifact_type: str | None
+    ) -> list[dict[str, Any]]:
+        """The API's answer, or the fallback tag's where the API is missing; both requests sent at once."""
+        fallback = asyncio.ensure_future(self._read_referrers_index(repo, referrers_tag(digest)))
+        try:
+            found = await self._referrers_from_api(repo, digest, artifact_type)
+        except BaseException:
+            fallback.cancel()
+            await asyncio.gather(fallback, return_exceptions=True)
+            raise
+        if found is not None:
+            fallback.cancel()
+            await asyncio.gather(fallback, return_exceptions=True)
+            return found
+        return (await fallback)[0]
 
     async def _referrers_from_api(
         self, repo: str, digest: str, artifact_type: str | None
