@@ -113,9 +113,11 @@ def markdown(results: dict[str, Any], rows: list[dict[str, Any]], notes: bool = 
         lines += ["", "Targets, and where the time goes: [notes.md](notes.md)."]
     documents = results.get("load_order_documents", {})
     if documents:
-        lines += ["", "Load order documents (soci+lod), as recorded and pushed:", ""]
+        lines += ["", "Load order documents (soci+lod) as pushed: the document, and its zTOC metadata beside it:", ""]
         for name, doc in documents.items():
-            lines.append(f"- **{name}**: {doc['bytes'] / 1e6:.2f} MB, {doc['segments']} segments, "
+            size = doc.get("ztoc_metadata_bytes")
+            metadata = f" + {size / 1e6:.2f} MB of zTOC metadata" if size is not None else ""
+            lines.append(f"- **{name}**: {doc['bytes'] / 1e6:.2f} MB{metadata}, {doc['segments']} segments, "
                          f"{doc['fetch_points']} fetch points")  # fmt: skip
     lines += ["", "Workloads (compressed image size, command, ready line):", ""]
     for name, w in results["workloads"].items():
