@@ -296,11 +296,16 @@ _METADATA_RECORD = struct.Struct("<HI")  # digest length, metadata length; then 
 def split_ztoc_metadata(document: LoadOrder) -> tuple[LoadOrder, bytes]:
     """``(document without ztoc_metadata, its metadata as marshal_ztoc_metadata's bytes)``; ``b""`` when there
     is none."""
-    metadata = {entry.ztoc: entry.ztoc_metadata for entry in document.layers if entry.ztoc_metadata}
+    metadata = ztoc_metadata_of(document)
     if not metadata:
         return document, b""
     bare = replace(document, layers=tuple(replace(entry, ztoc_metadata=b"") for entry in document.layers))
     return bare, marshal_ztoc_metadata(metadata)
+
+
+def ztoc_metadata_of(document: LoadOrder) -> dict[str, bytes]:
+    """zTOC digest -> compressed metadata, of the layers that carry it inline."""
+    return {entry.ztoc: entry.ztoc_metadata for entry in document.layers if entry.ztoc and entry.ztoc_metadata}
 
 
 def join_ztoc_metadata(document: LoadOrder, metadata: Mapping[str, bytes], what: str = "load order") -> LoadOrder:

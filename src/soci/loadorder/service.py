@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from soci.errors import SociError
-from soci.formats.load_order import LoadOrder, check_layers
+from soci.formats.load_order import LoadOrder, check_layers, ztoc_metadata_of
 from soci.fs.background import BackgroundFetcher
 from soci.fs.layer import Layer
 from soci.loadorder.record import READ_LOG, ReadLog
@@ -185,7 +185,7 @@ class LoadOrderService:
             loaded = await self._load(image, choice, metadata)
         finally:
             if not metadata.done():  # a document with its metadata inline, or none
-                metadata.set_result(_inline_metadata(loaded))
+                metadata.set_result({} if loaded is None else ztoc_metadata_of(loaded))
             document.set_result(loaded)
             if loaded is None and self._documents.get(key) is fetch:
                 del self._documents[key]  # look again next time: the document may have been fixed
@@ -246,11 +246,6 @@ class LoadOrderService:
         await self._scheduler.aclose()
         if self._log is not None:
             self._log.close()
-
-
-def _inline_metadata(document: LoadOrder | None) -> dict[str, bytes]:
-    layers = document.layers if document is not None else ()
-    return {entry.ztoc: entry.ztoc_metadata for entry in layers if entry.ztoc and entry.ztoc_metadata}
 
 
 def _mounts_offline(document: LoadOrder, image: MountedImage) -> bool:
