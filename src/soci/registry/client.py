@@ -544,15 +544,10 @@ class RegistryClient:
         fallback = asyncio.ensure_future(self._read_referrers_index(repo, referrers_tag(digest)))
         try:
             found = await self._referrers_from_api(repo, digest, artifact_type)
-        except BaseException:
-            fallback.cancel()
+            return found if found is not None else (await fallback)[0]
+        finally:
+            fallback.cancel()  # unless done: the API answered, or failed
             await asyncio.gather(fallback, return_exceptions=True)
-            raise
-        if found is not None:
-            fallback.cancel()
-            await asyncio.gather(fallback, return_exceptions=True)
-            return found
-        return (await fallback)[0]
 
     async def _referrers_from_api(
         self, repo: str, digest: str, artifact_type: str | None
