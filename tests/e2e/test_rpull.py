@@ -12,11 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from e2e_images import EXPECTED_OUTPUT, SCRIPT, BuiltImage, convert, create_and_push_v1, push_image, walk_tree
 from e2e_mounter import MARKER
 from e2e_stack import Stack, layer_modes, mounted_view, needs_stack, stack_running, wait_until
 
 from soci import system
+from soci.cli.main import cli
 from soci.containerd.pull import MODE_LAZY, MODE_PULLED, MODE_SNAPSHOTTER_UNPACKED
 from soci.testing.registry_server import RegistryServer
 
@@ -155,3 +157,21 @@ def _top_chain_id(stack: Stack, image: BuiltImage) -> str:
     from soci.formats.digest import sha256_digest
 
     return chain_ids([sha256_digest(layer.tar) for layer in image.layers])[-1]
+
+
+def test_missing_image_reports_the_registry_error(stack: Stack) -> None:
+    """The gRPC stack is imported while the registry answers; a failed resolution still reports the registry."""
+    ref = f"{stack.registry.host}/e2e/absent:v1"
+    result = CliRunner().invoke(cli, ["--address", stack.containerd.address, "image", "rpull", "--plain-http", ref])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("soci: ") and "e2e/absent" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_unreachable_containerd_is_reported_after_resolution(stack: Stack, tmp_path: Path) -> None:
+    image = push_image(stack.registry, tmp_path, "e2e/nocontainerd", "v1", seed=104)
+    address = str(tmp_path / "no-containerd.sock")
+    result = CliRunner().invoke(cli, ["--address", address, "--timeout", "5s", "image", "rpull", "--plain-http",
+                                      image.ref])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("soci: ") and address in result.output, result.output

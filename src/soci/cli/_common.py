@@ -8,14 +8,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from soci.containerd.client import ContainerdClient
 from soci.errors import InvalidArgument, SociError
 from soci.formats.oci import Descriptor
 from soci.store import DEFAULT_ROOT, LocalStore
+
+if TYPE_CHECKING:
+    from soci.containerd.client import ContainerdClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,6 +37,8 @@ class GlobalOptions:
             yield store
 
     def containerd(self) -> ContainerdClient:
+        from soci.containerd.client import ContainerdClient  # gRPC: imported by the commands that use it
+
         return ContainerdClient(self.address, self.namespace, timeout_sec=self.timeout or None)
 
     def check_content_store(self) -> None:

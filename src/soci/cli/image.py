@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from pathlib import Path
 
@@ -10,8 +11,7 @@ import click
 
 from soci.cli._common import GlobalOptions, errors_to_exit, pass_options
 from soci.cli._registry_flags import RegistryFlags, flags, registry_flags
-from soci.containerd.client import ContainerdClient
-from soci.containerd.pull import LayerResult, PullResult, rpull
+from soci.containerd.pull import LayerResult, PullResult, fetch_image, rpull
 from soci.formats.digest import parse_digest
 from soci.formats.oci import Platform
 from soci.formats.platforms import format_platform, parse_platform
@@ -97,17 +97,24 @@ async def _pull(
 ) -> PullResult:
     if platform is not None:
         click.echo(f"platform {format_platform(platform)}")
-    async with (
-        ContainerdClient(options.address, options.namespace, timeout_sec=options.timeout or None) as containerd,
-        registry_flags_.client(reference.domain) as registry,
-    ):
-        return await rpull(
-            containerd,
-            registry,
-            reference,
-            snapshotter=snapshotter,
-            platform=platform,
-            index_digest=index_digest,
-            progress=_print_layer,
-            load_order=load_order,
-        )
+    async with registry_flags_.client(reference.domain) as registry:
+        # rpull sits on the container start path: the gRPC stack (about a tenth of a second to import, cold)
+        # is imported in a thread while the event loop waits for the registry's manifest and config
+        grpc_stack = asyncio.get_running_loop().run_in_executor(None, importlib.import_module, "soci.containerd.client")
+        try:
+            image = await fetch_image(registry, reference, platform)
+        except BaseException:
+            await asyncio.gather(grpc_stack, return_exceptions=True)  # the registry's error is the one to report
+            raise
+        await grpc_stack
+        async with options.containerd() as containerd:
+            return await rpull(
+                containerd,
+                registry,
+                reference,
+                image=image,
+                snapshotter=snapshotter,
+                index_digest=index_digest,
+                progress=_print_layer,
+                load_order=load_order,
+            )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import sys
@@ -131,3 +132,7 @@ def main() -> None:
             raise
         click.echo(f"soci: internal error: {type(exc).__name__}: {exc}", err=True)
         sys.exit(1)
+    finally:
+        # Every object still alive is freed with the process; frozen, the interpreter's collections at exit
+        # skip them (about 35 ms of a cold ``image rpull``, on the container start path, for aiohttp and gRPC)
+        gc.freeze()

@@ -19,9 +19,8 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from soci.containerd.client import ContainerdClient
 from soci.errors import AlreadyExists, DataLoss, FormatError, NotFound
 from soci.formats.digest import parse_digest, sha256_digest
 from soci.formats.gojson import unmarshal_object
@@ -45,6 +44,9 @@ from soci.formats.labels import (
 from soci.formats.oci import INDEX_MEDIA_TYPES, Descriptor, Index, Manifest, Platform
 from soci.formats.platforms import default_platform, format_platform, matches_strict
 from soci.registry import Reference, RegistryClient
+
+if TYPE_CHECKING:  # the gRPC stack is imported while the registry answers (soci.cli.image)
+    from soci.containerd.client import ContainerdClient
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,19 @@ class PullResult:
 
 ProgressCallback = Callable[[LayerResult, int], None]
 """Called after each layer with its result and the number of layers."""
+
+
+@dataclass(frozen=True)
+class RemoteImage:
+    """What a pull learns from the registry alone (step 1), before containerd is involved."""
+
+    root: Descriptor
+    blobs: dict[str, bytes]
+    """The root and the platform's manifest, by digest, as served."""
+    manifest_descriptor: Descriptor
+    manifest: Manifest
+    config: bytes
+    diff_ids: list[str]
 
 
 def chain_ids(diff_ids: Sequence[str]) -> list[str]:
@@ -168,24 +183,34 @@ def _diff_ids(config: bytes, digest: str, layers: int) -> list[str]:
     return [parse_digest(d) for d in diff_ids]
 
 
+async def fetch_image(registry: RegistryClient, ref: Reference, platform: Platform | None = None) -> RemoteImage:
+    """Step 1: the platform's manifest (``platform`` defaults to this machine's) and its config."""
+    root, blobs, manifest_descriptor, manifest = await resolve_image(registry, ref, platform or default_platform())
+    config_descriptor = manifest.config
+    config = await registry.get_blob(ref.path, config_descriptor.digest, config_descriptor.size)
+    diff_ids = _diff_ids(config, config_descriptor.digest, len(manifest.layers or ()))
+    return RemoteImage(root, blobs, manifest_descriptor, manifest, config, diff_ids)
+
+
 async def rpull(
     containerd: ContainerdClient,
     registry: RegistryClient,
     ref: Reference,
     *,
+    image: RemoteImage | None = None,
     snapshotter: str = "soci",
     platform: Platform | None = None,
     index_digest: str = "",
     progress: ProgressCallback | None = None,
     load_order: str = "",
 ) -> PullResult:
-    """Pull ``ref`` into containerd for ``snapshotter``, leaving the layers to it (see the module docstring)."""
-    platform = platform or default_platform()
-    root, blobs, manifest_descriptor, manifest = await resolve_image(registry, ref, platform)
-    config_descriptor = manifest.config
-    config = await registry.get_blob(ref.path, config_descriptor.digest, config_descriptor.size)
+    """Pull ``ref`` into containerd for ``snapshotter``, leaving the layers to it (see the module docstring).
+    ``image``: step 1 already done by the caller (``platform`` is then not used)."""
+    if image is None:
+        image = await fetch_image(registry, ref, platform)
+    root, blobs, manifest_descriptor, manifest = image.root, image.blobs, image.manifest_descriptor, image.manifest
+    config_descriptor, config, diff_ids = manifest.config, image.config, image.diff_ids
     layers = list(manifest.layers or ())
-    diff_ids = _diff_ids(config, config_descriptor.digest, len(layers))
     chains = chain_ids(diff_ids)
     source = _distribution_label(ref)
     result = PullResult(str(ref), root, manifest_descriptor.digest, config_descriptor.digest, chains[-1])
