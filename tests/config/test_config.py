@@ -46,6 +46,8 @@ def test_zero_means_default_and_derived_values() -> None:
         check_always = true
         [fuse]
         attr_timeout = 0
+        [load_order]
+        max_concurrency = 0
         """
     )
     assert config.mount_timeout_sec == 30
@@ -53,6 +55,7 @@ def test_zero_means_default_and_derived_values() -> None:
     assert config.blob.max_retries == 3  # inherited from [http]
     assert config.blob.valid_interval == 0  # check_always forces it
     assert config.fuse.attr_timeout == 3600  # not upstream's 1 s: layers never change while mounted
+    assert config.load_order.max_concurrency == default_config().load_order.max_concurrency == 4
 
 
 def test_an_upstream_style_file_loads(tmp_path: Path) -> None:

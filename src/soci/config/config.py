@@ -326,7 +326,7 @@ def normalize(config: Config, where: str = "config") -> Config:
     config.cri_keychain.image_service_path = config.cri_keychain.image_service_path or DEFAULT_CONTAINERD_ADDRESS
     if config.resolver.auth_client_ttl_sec == 0:
         config.resolver.auth_client_ttl_sec = 3600
-    config.load_order.max_concurrency = config.load_order.max_concurrency or 2
+    config.load_order.max_concurrency = config.load_order.max_concurrency or LoadOrderConfig.max_concurrency
     for i, rule in enumerate(config.load_order.rules):
         if not rule.name:
             raise InvalidArgument(f"{where}: load_order.rules[{i}] needs a name")

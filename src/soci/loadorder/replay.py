@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 RUN_SPANS = 4
 """Longest run one worker loads in one go (one range request per run of uncached spans)."""
+MAX_CONCURRENCY = 4
+"""Runs loaded at once by default (``[load_order] max_concurrency``): with 2 the link idled during each run's
+round trip."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +126,7 @@ class _Job:
 class ReplayScheduler:
     """Loads the runs of every queued replay, earliest first access first, ``max_concurrency`` at a time."""
 
-    def __init__(self, *, max_concurrency: int = 4, background: BackgroundFetcher | None = None) -> None:
+    def __init__(self, *, max_concurrency: int = MAX_CONCURRENCY, background: BackgroundFetcher | None = None) -> None:
         self._limit = max(1, max_concurrency)
         self._background = background
         # (time_ms, seq, first span, last span, or a fetch point instead, job)
@@ -229,7 +232,7 @@ async def replay(
     segments: Sequence[Segment],
     *,
     name: str = "",
-    max_concurrency: int = 4,
+    max_concurrency: int = MAX_CONCURRENCY,
     background: BackgroundFetcher | None = None,
     fetch_points: Sequence[FetchPoint] = (),
 ) -> ReplayResult:

@@ -19,7 +19,7 @@ from soci.formats.load_order import LoadOrder, check_layers, ztoc_metadata_of
 from soci.fs.background import BackgroundFetcher
 from soci.fs.layer import Layer
 from soci.loadorder.record import READ_LOG, ReadLog
-from soci.loadorder.replay import ReplayScheduler
+from soci.loadorder.replay import MAX_CONCURRENCY, ReplayScheduler
 from soci.loadorder.select import Choice, Rule, choose
 from soci.loadorder.store import fetch_document, fetch_ztoc_metadata, find_load_order
 from soci.registry import RegistryClient
@@ -42,7 +42,7 @@ class LoadOrderOptions:
     record: bool = False
     default: str = ""
     rules: tuple[Rule, ...] = ()
-    max_concurrency: int = 4
+    max_concurrency: int = MAX_CONCURRENCY
     start_timeout_sec: float = 10.0
     """Longest wait for the image's last lazy layer to mount before a replay starts anyway."""
 
