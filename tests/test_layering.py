@@ -12,7 +12,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "soci"
 
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"errors"}),
+    frozenset({"errors", "paths"}),  # paths: default locations, plain constants
     frozenset({"futures", "systemd", "system"}),  # asyncio helpers, systemd's protocols, the host's mounts
     frozenset({"formats"}),  # bytes in, documents out
     frozenset({"registry", "store", "cache", "codec"}),  # where bytes come from and are kept

@@ -14,10 +14,11 @@ import click
 
 from soci.errors import InvalidArgument, SociError
 from soci.formats.oci import Descriptor
-from soci.store import DEFAULT_ROOT, LocalStore
+from soci.paths import DEFAULT_CONTAINERD_ADDRESS, DEFAULT_ROOT
 
 if TYPE_CHECKING:
     from soci.containerd.client import ContainerdClient
+    from soci.store import LocalStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,7 +26,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 @dataclass
 class GlobalOptions:
     root: Path = DEFAULT_ROOT
-    address: str = "/run/containerd/containerd.sock"
+    address: str = DEFAULT_CONTAINERD_ADDRESS
     namespace: str = "default"
     timeout: float = 0.0
     debug: bool = False
@@ -33,6 +34,8 @@ class GlobalOptions:
 
     @contextmanager
     def open_store(self) -> Iterator[LocalStore]:
+        from soci.store import LocalStore  # sqlite3 and the content store: only for the commands that use them
+
         with LocalStore(self.root) as store:
             yield store
 

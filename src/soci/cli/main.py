@@ -14,7 +14,7 @@ import click
 from soci import __version__
 from soci.cli._common import GlobalOptions
 from soci.formats.gotime import parse_go_duration
-from soci.store import DEFAULT_ROOT
+from soci.paths import DEFAULT_CONTAINERD_ADDRESS, DEFAULT_ROOT
 
 _COMMANDS = {
     "convert": "soci.cli.convert:convert",
@@ -87,7 +87,7 @@ class _LazyGroup(click.Group):
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-v", prog_name="soci")
 @click.option(
-    "--address", "-a", envvar="CONTAINERD_ADDRESS", default="/run/containerd/containerd.sock",
+    "--address", "-a", envvar="CONTAINERD_ADDRESS", default=DEFAULT_CONTAINERD_ADDRESS,
     show_default=True, help="containerd socket",
 )  # fmt: skip
 @click.option("--namespace", "-n", envvar="CONTAINERD_NAMESPACE", default="default", show_default=True)

@@ -1,7 +1,5 @@
 """The daemon's configuration file (upstream's TOML keys and defaults)."""
 
-from soci.config.config import DEFAULT_CONFIG_PATH as DEFAULT_CONFIG_PATH
-from soci.config.config import DEFAULT_ROOT as DEFAULT_ROOT
 from soci.config.config import Config as Config
 from soci.config.config import default_config as default_config
 from soci.config.config import load_config as load_config
@@ -9,8 +7,6 @@ from soci.config.config import parse_config as parse_config
 from soci.config.toml_writer import dump_toml as dump_toml
 
 __all__ = [
-    "DEFAULT_CONFIG_PATH",
-    "DEFAULT_ROOT",
     "Config",
     "default_config",
     "dump_toml",

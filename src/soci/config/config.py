@@ -21,10 +21,8 @@ from typing import Any, Final
 from soci.errors import InvalidArgument, NotFound
 from soci.formats import toml
 from soci.fs.options import IMMUTABLE_CACHE_SEC, METADATA_CHOICES
+from soci.paths import DEFAULT_CONTAINERD_ADDRESS
 
-DEFAULT_CONFIG_PATH: Final = Path("/etc/soci-snapshotter-grpc/config.toml")
-DEFAULT_ROOT: Final = Path("/var/lib/soci-snapshotter-grpc")
-DEFAULT_CONTAINERD_ADDRESS: Final = "/run/containerd/containerd.sock"
 UNBOUNDED: Final = -1
 
 log = logging.getLogger(__name__)

@@ -9,10 +9,11 @@ from pathlib import Path
 import click
 
 from soci import __version__
-from soci.config import DEFAULT_CONFIG_PATH, DEFAULT_ROOT, Config, default_config, dump_toml, load_config
+from soci.config import Config, default_config, dump_toml, load_config
 from soci.daemon import logs
 from soci.daemon.server import DEFAULT_ADDRESS, DaemonOptions, run_daemon
 from soci.errors import SociError
+from soci.paths import DEFAULT_CONFIG_PATH, DEFAULT_ROOT
 
 PROG = "soci-snapshotter-grpc"
 

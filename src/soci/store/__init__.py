@@ -13,5 +13,4 @@ from soci.store.artifacts import ArtifactEntry as ArtifactEntry
 from soci.store.artifacts import ArtifactsDB as ArtifactsDB
 from soci.store.content import ContentStore as ContentStore
 from soci.store.content import atomic_write as atomic_write
-from soci.store.local import DEFAULT_ROOT as DEFAULT_ROOT
 from soci.store.local import LocalStore as LocalStore

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from soci.paths import DEFAULT_ROOT
 from soci.store.artifacts import DB_FILE, ArtifactsDB
 from soci.store.content import ContentStore
-
-DEFAULT_ROOT = Path("/var/lib/soci-snapshotter-grpc")
 
 
 class LocalStore:
