@@ -36,27 +36,34 @@ def synthetic_ztoc(count: int, seed: int = 1) -> Ztoc:
         size = rng.choice([0, 120, 900, 4096, 30_000, 250_000]) if kind == "reg" else 0
         offset = next_header + 512 * rng.choice([1, 1, 1, 3])
         records = ((b"SCHILY.xattr.security.capability", b"\x01\x00\x00\x02"),) if rng.random() < 0.01 else ()
-        entries.append(FileMetadata(
-            name=f"usr/lib/python3/dist-packages/pkg{i % 700}/module_{i}.py".encode(),
-            type=kind,
-            uncompressed_offset=offset,
-            uncompressed_size=size,
-            linkname=b"../target/file" if kind in ("symlink", "hardlink") else b"",
-            mode=rng.choice([0o644, 0o755]),
-            uid=rng.choice([0, 0, 0, 1000]),
-            gid=0,
-            uname=b"root",
-            gname=b"root",
-            mod_time="2024-05-01T12:34:56Z",
-            pax_records=records,
-        ))
+        entries.append(
+            FileMetadata(
+                name=f"usr/lib/python3/dist-packages/pkg{i % 700}/module_{i}.py".encode(),
+                type=kind,
+                uncompressed_offset=offset,
+                uncompressed_size=size,
+                linkname=b"../target/file" if kind in ("symlink", "hardlink") else b"",
+                mode=rng.choice([0o644, 0o755]),
+                uid=rng.choice([0, 0, 0, 1000]),
+                gid=0,
+                uname=b"root",
+                gname=b"root",
+                mod_time="2024-05-01T12:34:56Z",
+                pax_records=records,
+            )
+        )
         end = offset + size
         next_header = end + (-end % 512)
     spans = max(1, next_header // (4 << 20))
-    return Ztoc(compressed_archive_size=next_header // 3, uncompressed_archive_size=next_header + 1024,
-                entries=tuple(entries), compression_algorithm="gzip", max_span_id=spans - 1,
-                span_digests=tuple("sha256:" + f"{i:064x}" for i in range(spans)),
-                checkpoints=bytes(12 + 32785 * spans))
+    return Ztoc(
+        compressed_archive_size=next_header // 3,
+        uncompressed_archive_size=next_header + 1024,
+        entries=tuple(entries),
+        compression_algorithm="gzip",
+        max_span_id=spans - 1,
+        span_digests=tuple("sha256:" + f"{i:064x}" for i in range(spans)),
+        checkpoints=bytes(12 + 32785 * spans),
+    )
 
 
 def generated_accessors_read(data: bytes) -> int:
@@ -65,9 +72,22 @@ def generated_accessors_read(data: bytes) -> int:
     toc = root.Toc()
     for i in range(toc.MetadataLength()):
         fm = toc.Metadata(i)
-        (fm.Name(), fm.Type(), fm.UncompressedOffset(), fm.UncompressedSize(), fm.Linkname(), fm.Mode(), fm.Uid(),
-         fm.Gid(), fm.Uname(), fm.Gname(), fm.ModTime(), fm.Devmajor(), fm.Devminor(),
-         [(fm.Xattrs(j).Key(), fm.Xattrs(j).Value()) for j in range(fm.XattrsLength())])
+        (
+            fm.Name(),
+            fm.Type(),
+            fm.UncompressedOffset(),
+            fm.UncompressedSize(),
+            fm.Linkname(),
+            fm.Mode(),
+            fm.Uid(),
+            fm.Gid(),
+            fm.Uname(),
+            fm.Gname(),
+            fm.ModTime(),
+            fm.Devmajor(),
+            fm.Devminor(),
+            [(fm.Xattrs(j).Key(), fm.Xattrs(j).Value()) for j in range(fm.XattrsLength())],
+        )
     return int(toc.MetadataLength())
 
 
@@ -108,20 +128,24 @@ def main() -> None:
 
     ours = best(args.repeat, lambda: marshal_ztoc(z))
     base = best(args.repeat, lambda: marshal_with_builder(z))
-    print(f"marshal    ours {ours:6.3f} s  {n / ours:9,.0f} entries/s | flatbuffers Builder {base:6.3f} s | "
-          f"speed-up x{base / ours:.2f} | {ours / TARGET_SEC:.2f} of the {TARGET_SEC:.0f} s target")
+    print(
+        f"marshal    ours {ours:6.3f} s  {n / ours:9,.0f} entries/s | flatbuffers Builder {base:6.3f} s | "
+        f"speed-up x{base / ours:.2f} | {ours / TARGET_SEC:.2f} of the {TARGET_SEC:.0f} s target"
+    )
 
     ours = best(args.repeat, lambda: unmarshal_ztoc(data))
     base = best(args.repeat, lambda: generated_accessors_read(data))
-    print(f"unmarshal  ours {ours:6.3f} s  {n / ours:9,.0f} entries/s | generated accessors {base:6.3f} s | "
-          f"speed-up x{base / ours:.2f} | {ours / TARGET_SEC:.2f} of the {TARGET_SEC:.0f} s target")
+    print(
+        f"unmarshal  ours {ours:6.3f} s  {n / ours:9,.0f} entries/s | generated accessors {base:6.3f} s | "
+        f"speed-up x{base / ours:.2f} | {ours / TARGET_SEC:.2f} of the {TARGET_SEC:.0f} s target"
+    )
 
     tar = synthetic_tar(n)
 
     def parse_toc() -> None:
         builder = TocBuilder()
         for i in range(0, len(tar), 1 << 20):
-            builder.feed(tar[i:i + (1 << 20)])
+            builder.feed(tar[i : i + (1 << 20)])
         builder.finish()
 
     def parse_tarfile() -> None:
@@ -130,8 +154,10 @@ def main() -> None:
 
     ours = best(args.repeat, parse_toc)
     base = best(args.repeat, parse_tarfile)
-    print(f"tar TOC    ours {ours:6.3f} s  {n / ours:9,.0f} entries/s | tarfile listing     {base:6.3f} s | "
-          f"speed-up x{base / ours:.2f} | {len(tar) / ours / 1e6:,.0f} MB/s of tar stream")
+    print(
+        f"tar TOC    ours {ours:6.3f} s  {n / ours:9,.0f} entries/s | tarfile listing     {base:6.3f} s | "
+        f"speed-up x{base / ours:.2f} | {len(tar) / ours / 1e6:,.0f} MB/s of tar stream"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ sh scripts/build-crictl.sh   # crictl for the CRI end-to-end test (cached; says 
 
 echo "== ruff"
 .venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"

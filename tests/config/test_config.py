@@ -134,13 +134,13 @@ def test_ignored_settings_are_named_only_when_set() -> None:
     ]
 
 
-
 def test_the_credential_lifetime_is_ignored_only_without_the_cri_keychain() -> None:
     ttl = "[resolver]\nauth_client_ttl_sec = 60\n"
     assert ignored_settings(parse_config(ttl)) == [
         f"resolver.auth_client_ttl_sec = 60 ({IGNORED_KEYS['resolver.auth_client_ttl_sec']})"
     ]
     assert ignored_settings(parse_config(ttl + "[cri_keychain]\nenable_keychain = true\n")) == []
+
 
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(NotFound):

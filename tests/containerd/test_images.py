@@ -48,9 +48,7 @@ def soci(containerd: ContainerdServer, root: Path, *args: str) -> str:
     return result.output
 
 
-def test_create_from_containerd_then_push(
-    stack: tuple[RegistryServer, ContainerdServer, str], tmp_path: Path
-) -> None:
+def test_create_from_containerd_then_push(stack: tuple[RegistryServer, ContainerdServer, str], tmp_path: Path) -> None:
     registry, containerd, ref = stack
     out = soci(containerd, tmp_path, "create", "--min-layer-size", "0", ref)
     assert out.count(" -> ztoc ") == 2

@@ -15,7 +15,7 @@ def test_go_escapes_html_and_line_separators() -> None:
 
 
 def test_control_characters_use_go_forms() -> None:
-    assert gojson.marshal("\n\r\t\x01\x1f\"\\") == b'"\\n\\r\\t\\u0001\\u001f\\"\\\\"'
+    assert gojson.marshal('\n\r\t\x01\x1f"\\') == b'"\\n\\r\\t\\u0001\\u001f\\"\\\\"'
 
 
 def test_non_ascii_is_written_raw() -> None:

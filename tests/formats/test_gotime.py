@@ -22,9 +22,16 @@ UTC = datetime.UTC
 # 0001-01-01 .. 9999-12-31, the range datetime can check independently
 DATETIME_SECONDS = st.integers(min_value=-62_135_596_800 + 86_400, max_value=253_402_300_799 - 86_400)
 NANOS = st.one_of(st.just(0), st.integers(min_value=0, max_value=999_999_999), st.sampled_from([1, 10, 500_000_000]))
-ZONES = [UTC, ZoneInfo("America/New_York"), ZoneInfo("Asia/Kolkata"), ZoneInfo("Europe/Paris"),
-         ZoneInfo("Australia/Lord_Howe"), ZoneInfo("America/St_Johns"),
-         datetime.timezone(datetime.timedelta(hours=-9, minutes=-30)), datetime.timezone(datetime.timedelta(hours=14))]
+ZONES = [
+    UTC,
+    ZoneInfo("America/New_York"),
+    ZoneInfo("Asia/Kolkata"),
+    ZoneInfo("Europe/Paris"),
+    ZoneInfo("Australia/Lord_Howe"),
+    ZoneInfo("America/St_Johns"),
+    datetime.timezone(datetime.timedelta(hours=-9, minutes=-30)),
+    datetime.timezone(datetime.timedelta(hours=14)),
+]
 
 
 def datetime_text(seconds: int, nanos: int, tz: datetime.tzinfo) -> str:
@@ -105,10 +112,22 @@ def test_default_zone_is_local(local_zone: None) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "garbage", "2023-02-29T00:00:00Z", "2023-13-01T00:00:00Z", "2023-01-01T24:00:00Z",
-     "2023-01-01T00:60:00Z", "2023-01-01 00:00:00Z", "2023-01-01T00:00:00", "2023-01-01T00:00:00+0100",
-     "2023-01-01T00:00:00.Z", "2023-01-01T00:00:00z", "2023-01-01T00:00:00+25:00", "2023-1-01T00:00:00Z",
-     "2023-01-01T00:00:00Z "],
+    [
+        "",
+        "garbage",
+        "2023-02-29T00:00:00Z",
+        "2023-13-01T00:00:00Z",
+        "2023-01-01T24:00:00Z",
+        "2023-01-01T00:60:00Z",
+        "2023-01-01 00:00:00Z",
+        "2023-01-01T00:00:00",
+        "2023-01-01T00:00:00+0100",
+        "2023-01-01T00:00:00.Z",
+        "2023-01-01T00:00:00z",
+        "2023-01-01T00:00:00+25:00",
+        "2023-1-01T00:00:00Z",
+        "2023-01-01T00:00:00Z ",
+    ],
 )
 def test_parse_rejects(text: str) -> None:
     assert parse_go_time(text) is None
@@ -193,25 +212,38 @@ def go_time_oracle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("Go toolchain not installed")
     work = tmp_path_factory.mktemp("go-time-oracle")
     (work / "main.go").write_text(GO_TIME_ORACLE)
-    subprocess.run([GO, "build", "-o", str(work / "oracle"), "main.go"], cwd=work, check=True,
-                   env={**os.environ, "GO111MODULE": "off"})
+    subprocess.run(
+        [GO, "build", "-o", str(work / "oracle"), "main.go"],
+        cwd=work,
+        check=True,
+        env={**os.environ, "GO111MODULE": "off"},
+    )
     return work / "oracle"
 
 
 def go_lines(oracle: Path, lines: list[str], tz: str) -> list[str]:
-    out = subprocess.run([str(oracle)], input="\n".join(lines) + "\n", capture_output=True, text=True, check=True,
-                         env={"TZ": tz})
+    out = subprocess.run(
+        [str(oracle)], input="\n".join(lines) + "\n", capture_output=True, text=True, check=True, env={"TZ": tz}
+    )
     return out.stdout.splitlines()
 
 
 def sample_instants(rng: random.Random) -> list[tuple[int, int]]:
     year0, year10000 = -62_167_219_200, 253_402_300_800
-    picks = [(0, 0), (-1, 999_999_999), (year0, 0), (year0 - 1, 0), (year10000 - 1, 999_999_999),
-             (year10000, 0), (year0 + 3600, 0), (year10000 - 3600, 0)]
+    picks = [
+        (0, 0),
+        (-1, 999_999_999),
+        (year0, 0),
+        (year0 - 1, 0),
+        (year10000 - 1, 999_999_999),
+        (year10000, 0),
+        (year0 + 3600, 0),
+        (year10000 - 3600, 0),
+    ]
     for _ in range(400):
         kind = rng.random()
         if kind < 0.5:
-            seconds = rng.randrange(-2**34, 2**34)
+            seconds = rng.randrange(-(2**34), 2**34)
         elif kind < 0.8:
             seconds = rng.randrange(year0 - 86_400 * 2, year10000 + 86_400 * 2)
         else:
@@ -221,8 +253,18 @@ def sample_instants(rng: random.Random) -> list[tuple[int, int]]:
 
 
 @pytest.mark.golang
-@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Kolkata", "Europe/Paris", "Australia/Lord_Howe",
-                                  "America/St_Johns", "Pacific/Kiritimati"])
+@pytest.mark.parametrize(
+    "zone",
+    [
+        "UTC",
+        "America/New_York",
+        "Asia/Kolkata",
+        "Europe/Paris",
+        "Australia/Lord_Howe",
+        "America/St_Johns",
+        "Pacific/Kiritimati",
+    ],
+)
 def test_format_same_as_go(go_time_oracle: Path, zone: str, monkeypatch: pytest.MonkeyPatch) -> None:
     instants = sample_instants(random.Random(zone))
     want = go_lines(go_time_oracle, [f"F {s} {n}" for s, n in instants], zone)
@@ -243,18 +285,33 @@ def test_format_same_as_go(go_time_oracle: Path, zone: str, monkeypatch: pytest.
 @pytest.mark.golang
 def test_parse_same_as_go(go_time_oracle: Path) -> None:
     rng = random.Random(5)
-    texts = ["", "2023-06-01T05:30:00+05:30", "2023-06-01T5:00:00Z", "2023-06-01T00:00:00,25Z",
-             "0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999999-23:59", "2023-06-01T00:00:00+24:00",
-             "2023-06-01T00:00:00+23:60", "2023-06-01T00:00:00+00:61", "-001-01-01T00:00:00Z",
-             "+999-01-01T00:00:00Z", "2023-06-01T00:00:00.Z", "2023-02-29T00:00:00Z", "2024-02-29T00:00:00Z",
-             "1900-02-29T00:00:00Z", "2000-02-29T00:00:00Z", "2023-06-01T24:00:00Z", "2023-06-01T00:00:60Z"]
+    texts = [
+        "",
+        "2023-06-01T05:30:00+05:30",
+        "2023-06-01T5:00:00Z",
+        "2023-06-01T00:00:00,25Z",
+        "0000-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999999999-23:59",
+        "2023-06-01T00:00:00+24:00",
+        "2023-06-01T00:00:00+23:60",
+        "2023-06-01T00:00:00+00:61",
+        "-001-01-01T00:00:00Z",
+        "+999-01-01T00:00:00Z",
+        "2023-06-01T00:00:00.Z",
+        "2023-02-29T00:00:00Z",
+        "2024-02-29T00:00:00Z",
+        "1900-02-29T00:00:00Z",
+        "2000-02-29T00:00:00Z",
+        "2023-06-01T24:00:00Z",
+        "2023-06-01T00:00:60Z",
+    ]
     for seconds, nanos in sample_instants(rng):
         text = format_go_time(seconds, nanos, datetime.timezone(datetime.timedelta(minutes=rng.randrange(-1439, 1440))))
         if text:
             texts.append(text)
             # damage one character to probe the rejection paths
             pos = rng.randrange(len(text))
-            texts.append(text[:pos] + rng.choice("0912:-+.,TZ ") + text[pos + 1:])
+            texts.append(text[:pos] + rng.choice("0912:-+.,TZ ") + text[pos + 1 :])
     want = go_lines(go_time_oracle, [f"P {t.encode().hex()}" for t in texts], "UTC")
     got = []
     for t in texts:

@@ -41,7 +41,7 @@ def toc(data: bytes, chunk: int | None = None, tz: datetime.tzinfo | None = UTC,
         builder.feed(data)
     else:
         for i in range(0, len(data), chunk):
-            builder.feed(data[i:i + chunk])
+            builder.feed(data[i : i + chunk])
     return builder.finish()
 
 
@@ -73,7 +73,7 @@ def header(
     blk = bytearray(BLOCK)
 
     def put(offset: int, value: bytes) -> None:
-        blk[offset:offset + len(value)] = value
+        blk[offset : offset + len(value)] = value
 
     put(0, name)
     put(100, _octal(mode, 8))
@@ -125,8 +125,7 @@ def pax(records: list[tuple[bytes, bytes]], typeflag: bytes = b"x") -> bytes:
 
 def long_name(name: bytes, typeflag: bytes = b"L") -> bytes:
     data = name + b"\x00"
-    return member(header(b"././@LongLink", typeflag=typeflag, size=len(data), magic=b"ustar ", version=b" \x00"),
-                  data)
+    return member(header(b"././@LongLink", typeflag=typeflag, size=len(data), magic=b"ustar ", version=b" \x00"), data)
 
 
 END = bytes(2 * BLOCK)
@@ -144,8 +143,13 @@ _TV_LINE = re.compile(r"^(\S)\S{9} (\d+)/(\d+)\s+(\d+|\d+,\s*\d+) \S+ \S+ (.*)$"
 
 def tar_verbose(path: Path) -> list[tuple[str, int, int, str]]:
     """(type, uid, gid, size-or-devices) per member from `tar -tvv --numeric-owner`."""
-    out = subprocess.run([GNU_TAR, "-tvf", str(path), "--numeric-owner", "--quoting-style=literal"],
-                         capture_output=True, check=True, text=True, errors="surrogateescape")
+    out = subprocess.run(
+        [GNU_TAR, "-tvf", str(path), "--numeric-owner", "--quoting-style=literal"],
+        capture_output=True,
+        check=True,
+        text=True,
+        errors="surrogateescape",
+    )
     rows = []
     for line in out.stdout.splitlines():
         m = _TV_LINE.match(line)
@@ -155,8 +159,14 @@ def tar_verbose(path: Path) -> list[tuple[str, int, int, str]]:
 
 
 _TARFILE_TYPES = {
-    tarfile.REGTYPE: "reg", tarfile.AREGTYPE: "reg", tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink",
-    tarfile.LNKTYPE: "hardlink", tarfile.CHRTYPE: "char", tarfile.BLKTYPE: "block", tarfile.FIFOTYPE: "fifo",
+    tarfile.REGTYPE: "reg",
+    tarfile.AREGTYPE: "reg",
+    tarfile.DIRTYPE: "dir",
+    tarfile.SYMTYPE: "symlink",
+    tarfile.LNKTYPE: "hardlink",
+    tarfile.CHRTYPE: "char",
+    tarfile.BLKTYPE: "block",
+    tarfile.FIFOTYPE: "fifo",
 }
 
 
@@ -208,7 +218,7 @@ def assert_contents(result: TocResult, data: bytes, files: dict[bytes, bytes]) -
     for entry in result.entries:
         if entry.type == "reg" and entry.name in files:
             start = entry.uncompressed_offset
-            assert data[start:start + entry.uncompressed_size] == files[entry.name]
+            assert data[start : start + entry.uncompressed_size] == files[entry.name]
             checked += 1
     assert checked == len(files)
 
@@ -276,8 +286,7 @@ def test_gnu_tar_archives_match_tarfile_listing_and_content(
     assert [(e.type, e.uid, e.gid) for e in result.entries] == [(t, u, g) for t, u, g, _ in verbose]
     sizes = [str(e.uncompressed_size) for e in result.entries if e.type in ("reg", "dir")]
     assert sizes == [s for t, _, _, s in verbose if t in ("reg", "dir")]
-    assert_contents(result, data, {k: v for k, v in files.items() if k.split(b"/")[0] in
-                                   {m.encode() for m in members}})
+    assert_contents(result, data, {k: v for k, v in files.items() if k.split(b"/")[0] in {m.encode() for m in members}})
     # GNU tar ends with two zero blocks and pads to 10 KiB records; the size stops after the marker.
     last = result.entries[-1]
     end = last.uncompressed_offset + (0 if last.type != "reg" else -(-last.uncompressed_size // BLOCK) * BLOCK)
@@ -311,7 +320,7 @@ def test_ustar_prefix_splits_names(tmp_path: Path) -> None:
         info = tarfile.TarInfo(name)
         tf.addfile(info, io.BytesIO(b""))
     data = (tmp_path / "u.tar").read_bytes()
-    assert data[345:345 + 10] == b"p" * 10  # the prefix field holds the leading directories
+    assert data[345 : 345 + 10] == b"p" * 10  # the prefix field holds the leading directories
     assert [e.name for e in toc(data).entries] == [name.encode()]
 
 
@@ -330,9 +339,15 @@ def test_device_nodes_and_fifos(tmp_path: Path) -> None:
         assert_matches_tarfile(result, data)
         by_name = {e.name: e for e in result.entries}
         assert (by_name[b"dev/null"].type, by_name[b"dev/null"].devmajor, by_name[b"dev/null"].devminor) == (
-            "char", 1, 3)
+            "char",
+            1,
+            3,
+        )
         assert (by_name[b"dev/loop"].type, by_name[b"dev/loop"].devmajor, by_name[b"dev/loop"].devminor) == (
-            "block", 7, 12)
+            "block",
+            7,
+            12,
+        )
         assert by_name[b"dev/pipe"].type == "fifo"
         devices = [s for t, _, _, s in tar_verbose(out) if t in ("char", "block")]
         assert devices == [f"{e.devmajor},{e.devminor}" for e in result.entries if e.type in ("char", "block")]
@@ -387,8 +402,9 @@ def test_python_tarfile_archives(fmt: int) -> None:
     assert_matches_tarfile(result, data)
     # tarfile pads to a 10 KiB record after its two zero blocks; the size stops at the marker.
     assert len(data) % 10240 == 0
-    assert data[result.uncompressed_archive_size - 2 * BLOCK:] == bytes(len(data) - result.uncompressed_archive_size
-                                                                        + 2 * BLOCK)
+    assert data[result.uncompressed_archive_size - 2 * BLOCK :] == bytes(
+        len(data) - result.uncompressed_archive_size + 2 * BLOCK
+    )
 
 
 def test_non_utf8_names_are_kept_as_bytes() -> None:
@@ -463,10 +479,10 @@ def test_eof_inside_padding_is_a_clean_end() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (member(header(b"a", size=700), b"z" * 700)[:BLOCK + 300], "truncated inside the data"),
+        (member(header(b"a", size=700), b"z" * 700)[: BLOCK + 300], "truncated inside the data"),
         (member(header(b"a", size=10), b"z" * 10) + header(b"b")[:100], "truncated inside the header"),
         (member(header(b"a", size=10), b"z" * 10) + bytes(512) + bytes(100), "truncated inside the header"),
-        (pax([(b"path", b"x" * 600)])[:BLOCK + 200], "truncated inside the extended header"),
+        (pax([(b"path", b"x" * 600)])[: BLOCK + 200], "truncated inside the extended header"),
     ],
 )
 def test_truncated_archives(data: bytes, message: str) -> None:
@@ -512,15 +528,13 @@ def test_corrupt_checksum_names_the_offset() -> None:
 
 
 def test_legacy_typeflag_nul_is_reg_or_dir() -> None:
-    data = (member(header(b"file", typeflag=b"\x00", size=2), b"ab")
-            + member(header(b"dir/", typeflag=b"\x00")) + END)
+    data = member(header(b"file", typeflag=b"\x00", size=2), b"ab") + member(header(b"dir/", typeflag=b"\x00")) + END
     assert [(e.name, e.type) for e in toc(data).entries] == [(b"file", "reg"), (b"dir/", "dir")]
 
 
 def test_header_only_types_keep_size_but_have_no_data() -> None:
     # Go records the header's size for links/dirs/devices but reads no data for them.
-    data = (header(b"sym", typeflag=b"2", size=1000, linkname=b"t")
-            + member(header(b"after", size=3), b"abc") + END)
+    data = header(b"sym", typeflag=b"2", size=1000, linkname=b"t") + member(header(b"after", size=3), b"abc") + END
     sym, after = toc(data).entries
     assert (sym.uncompressed_size, sym.uncompressed_offset) == (1000, BLOCK)
     assert after.uncompressed_offset == 2 * BLOCK
@@ -563,17 +577,26 @@ def test_gnu_header_with_unparsable_times_falls_back_to_prefix() -> None:
 
 
 def test_v7_header_ignores_ustar_fields() -> None:
-    data = member(header(b"f", magic=b"\x00" * 6, version=b"\x00\x00",
-                         raw={265: b"not-a-uname", 329: b"garbage!"})) + END
+    data = (
+        member(header(b"f", magic=b"\x00" * 6, version=b"\x00\x00", raw={265: b"not-a-uname", 329: b"garbage!"})) + END
+    )
     (entry,) = toc(data).entries
     assert (entry.uname, entry.devmajor) == (b"", 0)
 
 
 def test_pax_records_applied_and_kept() -> None:
     records = [
-        (b"path", b"renamed/file"), (b"linkpath", b"ignored-for-reg"), (b"uid", b"4294967301"), (b"gid", b"7"),
-        (b"uname", b"alice"), (b"gname", b""), (b"size", b"5"), (b"mtime", b"1700000000.25"),
-        (b"SCHILY.xattr.user.k", b"v\x00with nul"), (b"LIBARCHIVE.creationtime", b"1"), (b"atime", b"-3.5"),
+        (b"path", b"renamed/file"),
+        (b"linkpath", b"ignored-for-reg"),
+        (b"uid", b"4294967301"),
+        (b"gid", b"7"),
+        (b"uname", b"alice"),
+        (b"gname", b""),
+        (b"size", b"5"),
+        (b"mtime", b"1700000000.25"),
+        (b"SCHILY.xattr.user.k", b"v\x00with nul"),
+        (b"LIBARCHIVE.creationtime", b"1"),
+        (b"atime", b"-3.5"),
     ]
     data = pax(records) + member(header(b"orig", size=999, gname=b"staff"), b"12345") + END
     (entry,) = toc(data).entries
@@ -642,9 +665,14 @@ def test_pax_header_size_limit() -> None:
 
 def test_meta_headers_combine_like_go() -> None:
     # A GNU long name beats a PAX path; a second PAX header replaces the first; long links set linkname.
-    data = (pax([(b"path", b"from-pax"), (b"uname", b"first")]) + pax([(b"gname", b"second")])
-            + long_name(b"from-gnu-long-name") + long_name(b"long/link/target", b"K")
-            + member(header(b"short", typeflag=b"1", linkname=b"short-link")) + END)
+    data = (
+        pax([(b"path", b"from-pax"), (b"uname", b"first")])
+        + pax([(b"gname", b"second")])
+        + long_name(b"from-gnu-long-name")
+        + long_name(b"long/link/target", b"K")
+        + member(header(b"short", typeflag=b"1", linkname=b"short-link"))
+        + END
+    )
     (entry,) = toc(data).entries
     assert entry.name == b"from-gnu-long-name"
     assert entry.linkname == b"long/link/target"
@@ -672,9 +700,12 @@ def test_names_are_recorded_verbatim_like_upstream(name: bytes, strict: bool) ->
 
 
 def test_link_targets_are_recorded_verbatim() -> None:
-    data = member(header(b"h", typeflag=b"1", linkname=b"../../etc/shadow")) + member(
-        header(b"s", typeflag=b"2", linkname=b"../../etc/shadow")) + member(
-        header(b"t", typeflag=b"2", linkname=b"/abs")) + END
+    data = (
+        member(header(b"h", typeflag=b"1", linkname=b"../../etc/shadow"))
+        + member(header(b"s", typeflag=b"2", linkname=b"../../etc/shadow"))
+        + member(header(b"t", typeflag=b"2", linkname=b"/abs"))
+        + END
+    )
     assert [e.linkname for e in toc(data).entries] == [b"../../etc/shadow", b"../../etc/shadow", b"/abs"]
 
 
@@ -686,8 +717,9 @@ def sparse_archive(tmp_path: Path, version: str) -> bytes:
         f.write(b"end")
         f.seek(3 << 20)
         f.write(b"x" * 5000)
-    return gnu_tar(src, tmp_path / f"sparse-{version}.tar", "posix", "s",
-                   extra=("--sparse", f"--sparse-version={version}"))
+    return gnu_tar(
+        src, tmp_path / f"sparse-{version}.tar", "posix", "s", extra=("--sparse", f"--sparse-version={version}")
+    )
 
 
 @pytest.mark.parametrize("version", ["0.0", "0.1", "1.0"])
@@ -701,18 +733,28 @@ def test_upstream_mode_records_pax_sparse_files_as_go_reads_them(version: str, t
     # tarfile also takes the real name and size from the GNU.sparse records, and for format 1.0 puts the data
     # after the map block, as Go's reader does.
     assert [(e.name, e.uncompressed_size, e.uncompressed_offset) for e in result.entries] == [
-        (_fs(m.name).rstrip(b"/") + (b"/" if m.isdir() else b""), m.size, m.offset_data) for m in members]
+        (_fs(m.name).rstrip(b"/") + (b"/" if m.isdir() else b""), m.size, m.offset_data) for m in members
+    ]
     assert result.entries[-1].uncompressed_size == (3 << 20) + 5000
 
 
 @pytest.mark.parametrize(
     "records",
     [
-        [(b"GNU.sparse.major", b"0"), (b"GNU.sparse.minor", b"1"), (b"GNU.sparse.numblocks", b"2"),
-         (b"GNU.sparse.map", b"0,1")],
+        [
+            (b"GNU.sparse.major", b"0"),
+            (b"GNU.sparse.minor", b"1"),
+            (b"GNU.sparse.numblocks", b"2"),
+            (b"GNU.sparse.map", b"0,1"),
+        ],
         [(b"GNU.sparse.major", b"0"), (b"GNU.sparse.minor", b"1"), (b"GNU.sparse.map", b"0,1")],
-        [(b"GNU.sparse.major", b"0"), (b"GNU.sparse.minor", b"1"), (b"GNU.sparse.numblocks", b"1"),
-         (b"GNU.sparse.map", b"5,10"), (b"GNU.sparse.realsize", b"8")],
+        [
+            (b"GNU.sparse.major", b"0"),
+            (b"GNU.sparse.minor", b"1"),
+            (b"GNU.sparse.numblocks", b"1"),
+            (b"GNU.sparse.map", b"5,10"),
+            (b"GNU.sparse.realsize", b"8"),
+        ],
         [(b"GNU.sparse.major", b"1"), (b"GNU.sparse.minor", b"0"), (b"GNU.sparse.realsize", b"x")],
     ],
 )
@@ -742,8 +784,13 @@ def test_unsupported_typeflags(flag: bytes) -> None:
 
 def test_pax_global_header_is_unsupported(source_tree: tuple[Path, dict[bytes, bytes]], tmp_path: Path) -> None:
     src, _ = source_tree
-    data = gnu_tar(src, tmp_path / "g.tar", "posix", "plain/small.txt",
-                   extra=("--pax-option=globexthdr.name=global-hdr,comment=hi",))
+    data = gnu_tar(
+        src,
+        tmp_path / "g.tar",
+        "posix",
+        "plain/small.txt",
+        extra=("--pax-option=globexthdr.name=global-hdr,comment=hi",),
+    )
     with pytest.raises(UnsupportedEntry, match=r"global-hdr.*'g'"):
         toc(data)
     buf = io.BytesIO()
@@ -908,8 +955,12 @@ def go_tar_oracle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("Go toolchain not installed")
     work = tmp_path_factory.mktemp("go-tar-oracle")
     (work / "main.go").write_text(GO_ORACLE)
-    subprocess.run([GO, "build", "-o", str(work / "oracle"), "main.go"], cwd=work, check=True,
-                   env={**os.environ, "GO111MODULE": "off"})
+    subprocess.run(
+        [GO, "build", "-o", str(work / "oracle"), "main.go"],
+        cwd=work,
+        check=True,
+        env={**os.environ, "GO111MODULE": "off"},
+    )
     return work / "oracle"
 
 
@@ -919,35 +970,54 @@ def go_read(oracle: Path, archives: list[bytes]) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.splitlines()]
 
 
-_GO_TYPES = {ord("0"): "reg", ord("1"): "hardlink", ord("2"): "symlink", ord("3"): "char", ord("4"): "block",
-             ord("5"): "dir", ord("6"): "fifo"}
+_GO_TYPES = {
+    ord("0"): "reg",
+    ord("1"): "hardlink",
+    ord("2"): "symlink",
+    ord("3"): "char",
+    ord("4"): "block",
+    ord("5"): "dir",
+    ord("6"): "fifo",
+}
 
 
 def _b(text: object) -> bytes:
     return base64.b64decode(text) if isinstance(text, str) and text else b""
 
 
-def expected_from_go(
-    res: dict[str, object], strict: bool = True
-) -> tuple[str, list[FileMetadata] | None, int | None]:
+def expected_from_go(res: dict[str, object], strict: bool = True) -> tuple[str, list[FileMetadata] | None, int | None]:
     """What TocBuilder must produce given Go's reading: ("ok", entries, size), ("unsupported"|"error", ...)."""
     entries: list[FileMetadata] = []
     for raw in res["entries"]:  # type: ignore[attr-defined]
         records = tuple((_b(k), _b(v)) for k, v in raw["pax"])
         keys = dict(records)
         sparse = (keys.get(b"GNU.sparse.major", b""), keys.get(b"GNU.sparse.minor", b"")) in (
-            (b"0", b"0"), (b"0", b"1"), (b"1", b"0")) or (
-            b"GNU.sparse.major" not in keys and b"GNU.sparse.minor" not in keys and bool(keys.get(b"GNU.sparse.map")))
+            (b"0", b"0"),
+            (b"0", b"1"),
+            (b"1", b"0"),
+        ) or (b"GNU.sparse.major" not in keys and b"GNU.sparse.minor" not in keys and bool(keys.get(b"GNU.sparse.map")))
         type_name = _GO_TYPES.get(raw["typeflag"])
         if type_name is None or (strict and sparse):
             return "unsupported", None, None
         name, linkname = _b(raw["name"]), _b(raw["linkname"])
-        entries.append(FileMetadata(
-            name=name, type=type_name, uncompressed_offset=raw["offset"], uncompressed_size=raw["size"],
-            linkname=linkname, mode=raw["mode"], uid=raw["uid"], gid=raw["gid"], uname=_b(raw["uname"]),
-            gname=_b(raw["gname"]), mod_time=raw["mod_time"], devmajor=raw["devmajor"],
-            devminor=raw["devminor"], pax_records=records,
-        ))
+        entries.append(
+            FileMetadata(
+                name=name,
+                type=type_name,
+                uncompressed_offset=raw["offset"],
+                uncompressed_size=raw["size"],
+                linkname=linkname,
+                mode=raw["mode"],
+                uid=raw["uid"],
+                gid=raw["gid"],
+                uname=_b(raw["uname"]),
+                gname=_b(raw["gname"]),
+                mod_time=raw["mod_time"],
+                devmajor=raw["devmajor"],
+                devminor=raw["devminor"],
+                pax_records=records,
+            )
+        )
     if res.get("error"):
         return "error", None, None
     return "ok", entries, res["end"]  # type: ignore[return-value]
@@ -977,20 +1047,51 @@ def assert_same_as_go(oracle: Path, archives: list[bytes], strict: bool = True) 
 def hand_made_archives() -> list[bytes]:
     body, _ = _one_file_archive()
     return [
-        body + END, body + bytes(512), body, body[:-100], body[:BLOCK + 5],
+        body + END,
+        body + bytes(512),
+        body,
+        body[:-100],
+        body[: BLOCK + 5],
         member(header(b"file", typeflag=b"\x00", size=2), b"ab") + member(header(b"dir/", typeflag=b"\x00")) + END,
         header(b"sym", typeflag=b"2", size=1000, linkname=b"t") + member(header(b"after", size=3), b"abc") + END,
-        member(header(b"big", raw={108: _base256(2**40 + 5, 8), 136: _base256(-86400, 12), 124: _base256(3, 12),
-                                   100: _base256(-1, 8)}, magic=b"ustar ", version=b" \x00"), b"xyz") + END,
+        member(
+            header(
+                b"big",
+                raw={
+                    108: _base256(2**40 + 5, 8),
+                    136: _base256(-86400, 12),
+                    124: _base256(3, 12),
+                    100: _base256(-1, 8),
+                },
+                magic=b"ustar ",
+                version=b" \x00",
+            ),
+            b"xyz",
+        )
+        + END,
         member(header(b"f", prefix=b"some/dir")) + END,
         member(header(b"f", prefix=b"some/dir", raw={508: b"tar\x00"})) + END,
         member(header(b"f", magic=b"ustar ", version=b" \x00", raw={345: b"old/prefix"})) + END,
         member(header(b"f", magic=b"\x00" * 6, version=b"\x00\x00", raw={265: b"u", 329: b"garbage!"})) + END,
         member(header(b"\xe9\xe8-high", signed_checksum=True)) + END,
-        pax([(b"path", b"renamed"), (b"uid", b"4294967301"), (b"gname", b""), (b"size", b"5"),
-             (b"mtime", b"-1.5"), (b"SCHILY.xattr.user.k", b"v\x00x")]) + member(header(b"o", size=5), b"12345") + END,
-        pax([(b"path", b"from-pax")]) + pax([(b"gname", b"second")]) + long_name(b"gnu-name")
-        + long_name(b"gnu/link", b"K") + member(header(b"short", typeflag=b"1", linkname=b"l")) + END,
+        pax(
+            [
+                (b"path", b"renamed"),
+                (b"uid", b"4294967301"),
+                (b"gname", b""),
+                (b"size", b"5"),
+                (b"mtime", b"-1.5"),
+                (b"SCHILY.xattr.user.k", b"v\x00x"),
+            ]
+        )
+        + member(header(b"o", size=5), b"12345")
+        + END,
+        pax([(b"path", b"from-pax")])
+        + pax([(b"gname", b"second")])
+        + long_name(b"gnu-name")
+        + long_name(b"gnu/link", b"K")
+        + member(header(b"short", typeflag=b"1", linkname=b"l"))
+        + END,
         pax([(b"GNU.sparse.major", b"2"), (b"GNU.sparse.minor", b"0")]) + member(header(b"not-sparse")) + END,
         pax([(b"GNU.sparse.offset", b"0"), (b"GNU.sparse.numbytes", b"1")]) + member(header(b"sparse00")) + END,
         pax([(b"comment", b"global")], typeflag=b"g") + member(header(b"f")) + END,
@@ -1000,14 +1101,37 @@ def hand_made_archives() -> list[bytes]:
         member(header(b"a")) + bytes(512) + member(header(b"b")) + END,
         member(header(b"neg", raw={124: _base256(-5, 12)})) + END,
         member(header(b"negdir/", typeflag=b"5", raw={124: _base256(-5, 12)})) + END,
-        pax([(b"GNU.sparse.major", b"1"), (b"GNU.sparse.minor", b"0"), (b"GNU.sparse.name", b"real"),
-             (b"GNU.sparse.realsize", b"9000")]) + member(header(b"GNUSparseFile.1/real", size=1024),
-                                                         b"2\n0\n10\n8000\n1\n".ljust(512, b"\x00") + b"y" * 512) + END,
-        pax([(b"GNU.sparse.major", b"0"), (b"GNU.sparse.minor", b"1"), (b"GNU.sparse.numblocks", b"2"),
-             (b"GNU.sparse.map", b"0,5,100,5"), (b"GNU.sparse.size", b"200")]) + member(
-            header(b"s01", size=10), b"z" * 10) + END,
-        pax([(b"GNU.sparse.size", b"50"), (b"GNU.sparse.numblocks", b"1"), (b"GNU.sparse.offset", b"0"),
-             (b"GNU.sparse.numbytes", b"5")]) + member(header(b"s00", size=5), b"q" * 5) + END,
+        pax(
+            [
+                (b"GNU.sparse.major", b"1"),
+                (b"GNU.sparse.minor", b"0"),
+                (b"GNU.sparse.name", b"real"),
+                (b"GNU.sparse.realsize", b"9000"),
+            ]
+        )
+        + member(header(b"GNUSparseFile.1/real", size=1024), b"2\n0\n10\n8000\n1\n".ljust(512, b"\x00") + b"y" * 512)
+        + END,
+        pax(
+            [
+                (b"GNU.sparse.major", b"0"),
+                (b"GNU.sparse.minor", b"1"),
+                (b"GNU.sparse.numblocks", b"2"),
+                (b"GNU.sparse.map", b"0,5,100,5"),
+                (b"GNU.sparse.size", b"200"),
+            ]
+        )
+        + member(header(b"s01", size=10), b"z" * 10)
+        + END,
+        pax(
+            [
+                (b"GNU.sparse.size", b"50"),
+                (b"GNU.sparse.numblocks", b"1"),
+                (b"GNU.sparse.offset", b"0"),
+                (b"GNU.sparse.numbytes", b"5"),
+            ]
+        )
+        + member(header(b"s00", size=5), b"q" * 5)
+        + END,
     ]
 
 
@@ -1016,8 +1140,10 @@ def test_same_result_as_go_on_real_archives(
     go_tar_oracle: Path, source_tree: tuple[Path, dict[bytes, bytes]], tmp_path: Path
 ) -> None:
     src, _ = source_tree
-    archives = [gnu_tar(src, tmp_path / f"{fmt}.tar", fmt, "plain", *(("long",) if fmt not in ("ustar", "v7") else ()))
-                for fmt in ("gnu", "oldgnu", "posix", "ustar", "v7")]
+    archives = [
+        gnu_tar(src, tmp_path / f"{fmt}.tar", fmt, "plain", *(("long",) if fmt not in ("ustar", "v7") else ()))
+        for fmt in ("gnu", "oldgnu", "posix", "ustar", "v7")
+    ]
     archives.append(gnu_tar(src, tmp_path / "x.tar", "posix", "plain", extra=("--pax-option=mtime:=-1.25",)))
     for fmt in (tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
         buf = io.BytesIO()
@@ -1031,15 +1157,15 @@ def test_same_result_as_go_on_real_archives(
 
 
 def _fix_checksum(data: bytearray, block: int) -> None:
-    blk = data[block:block + BLOCK]
+    blk = data[block : block + BLOCK]
     blk[148:156] = b" " * 8
-    data[block + 148:block + 156] = f"{sum(blk) & 0o777777:06o}".encode() + b"\x00 "
+    data[block + 148 : block + 156] = f"{sum(blk) & 0o777777:06o}".encode() + b"\x00 "
 
 
 @pytest.mark.golang
 def test_same_result_as_go_on_mutated_archives(go_tar_oracle: Path, posix_archive: bytes) -> None:
     rng = random.Random(20260101)
-    seeds = [*hand_made_archives(), posix_archive[:40 * BLOCK] + END]
+    seeds = [*hand_made_archives(), posix_archive[: 40 * BLOCK] + END]
     archives = []
     for _ in range(1500):
         data = bytearray(rng.choice(seeds))
@@ -1048,13 +1174,15 @@ def test_same_result_as_go_on_mutated_archives(go_tar_oracle: Path, posix_archiv
             if action < 0.6 and data:
                 # most mutations hit header fields, where the interesting parsing is
                 block = rng.randrange(len(data) // BLOCK or 1) * BLOCK
-                pos = min(len(data) - 1, block + rng.choice([rng.randrange(BLOCK), rng.randrange(100, 160),
-                                                             rng.randrange(257, 500)]))
+                pos = min(
+                    len(data) - 1,
+                    block + rng.choice([rng.randrange(BLOCK), rng.randrange(100, 160), rng.randrange(257, 500)]),
+                )
                 data[pos] = rng.choice([0, 0x20, 0x30, 0x37, 0x38, 0x80, 0xFF, rng.randrange(256)])
                 if rng.random() < 0.7 and block + BLOCK <= len(data):
                     _fix_checksum(data, block)  # else nearly every mutation would only test the checksum
             elif action < 0.8:
-                del data[rng.randrange(len(data) + 1):]
+                del data[rng.randrange(len(data) + 1) :]
             else:
                 cut = rng.randrange(len(data) + 1)
                 data[cut:cut] = bytes(rng.choice([1, 100, 512]))

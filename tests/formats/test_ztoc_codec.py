@@ -40,22 +40,24 @@ def entries(draw: st.DrawFn) -> tuple[FileMetadata, ...]:
         offset = next_header + 512 * draw(st.integers(1, 4))
         size = draw(st.one_of(st.integers(0, 2000), st.integers(0, 2**40)))
         records = draw(st.dictionaries(st.binary(min_size=1, max_size=30), st.binary(max_size=30), max_size=4))
-        out.append(FileMetadata(
-            name=draw(st.binary(max_size=120)),
-            type=draw(st.sampled_from(ENTRY_TYPES)),
-            uncompressed_offset=offset,
-            uncompressed_size=size,
-            linkname=draw(st.binary(max_size=60)),
-            mode=draw(st.one_of(st.sampled_from([0, 0o644, 0o755, 0o100644]), INT64)),
-            uid=draw(st.one_of(st.just(0), UINT32)),
-            gid=draw(st.one_of(st.just(0), UINT32)),
-            uname=draw(st.binary(max_size=20)),
-            gname=draw(st.binary(max_size=20)),
-            mod_time=draw(MOD_TIME),
-            devmajor=draw(st.one_of(st.just(0), INT64)),
-            devminor=draw(st.one_of(st.just(0), INT64)),
-            pax_records=tuple(sorted(records.items())),
-        ))
+        out.append(
+            FileMetadata(
+                name=draw(st.binary(max_size=120)),
+                type=draw(st.sampled_from(ENTRY_TYPES)),
+                uncompressed_offset=offset,
+                uncompressed_size=size,
+                linkname=draw(st.binary(max_size=60)),
+                mode=draw(st.one_of(st.sampled_from([0, 0o644, 0o755, 0o100644]), INT64)),
+                uid=draw(st.one_of(st.just(0), UINT32)),
+                gid=draw(st.one_of(st.just(0), UINT32)),
+                uname=draw(st.binary(max_size=20)),
+                gname=draw(st.binary(max_size=20)),
+                mod_time=draw(MOD_TIME),
+                devmajor=draw(st.one_of(st.just(0), INT64)),
+                devminor=draw(st.one_of(st.just(0), INT64)),
+                pax_records=tuple(sorted(records.items())),
+            )
+        )
         end = offset + size
         next_header = end + (-end % 512)
     return tuple(out)
@@ -80,9 +82,15 @@ def ztocs(draw: st.DrawFn) -> Ztoc:
 def sample_ztoc(algorithm: str = "gzip", /, **entry_fields: Any) -> Ztoc:
     entry = FileMetadata(name=b"a", type="reg", uncompressed_offset=512, uncompressed_size=3, mode=0o644)
     entry = dataclasses.replace(entry, **entry_fields)
-    return Ztoc(compressed_archive_size=100, uncompressed_archive_size=2048, entries=(entry,),
-                compression_algorithm=algorithm, max_span_id=0, span_digests=("sha256:" + "ab" * 32,),
-                checkpoints=b"\x00" * 12)
+    return Ztoc(
+        compressed_archive_size=100,
+        uncompressed_archive_size=2048,
+        entries=(entry,),
+        compression_algorithm=algorithm,
+        max_span_id=0,
+        span_digests=("sha256:" + "ab" * 32,),
+        checkpoints=b"\x00" * 12,
+    )
 
 
 def fb_root(data: bytes, offset: int = 0) -> Any:
@@ -124,19 +132,56 @@ UPSTREAM_THREE_ENTRIES = bytes.fromhex(
 
 
 def test_upstream_vectors() -> None:
-    empty = Ztoc(compressed_archive_size=0, uncompressed_archive_size=0, entries=(), compression_algorithm="gzip",
-                 max_span_id=0, span_digests=(), checkpoints=b"")
+    empty = Ztoc(
+        compressed_archive_size=0,
+        uncompressed_archive_size=0,
+        entries=(),
+        compression_algorithm="gzip",
+        max_span_id=0,
+        span_digests=(),
+        checkpoints=b"",
+    )
     three = Ztoc(
-        compressed_archive_size=1234, uncompressed_archive_size=10240, compression_algorithm="uncompressed",
-        max_span_id=1, span_digests=("sha256:" + "0" * 64, "sha256:" + "f" * 64), checkpoints=b"\x01\x02\x03",
+        compressed_archive_size=1234,
+        uncompressed_archive_size=10240,
+        compression_algorithm="uncompressed",
+        max_span_id=1,
+        span_digests=("sha256:" + "0" * 64, "sha256:" + "f" * 64),
+        checkpoints=b"\x01\x02\x03",
         entries=(
-            FileMetadata(name=b"etc/", type="dir", uncompressed_offset=512, uncompressed_size=0, mode=0o755,
-                         uname=b"root", gname=b"root", mod_time="2024-01-02T03:04:05Z"),
-            FileMetadata(name=b"etc/hosts", type="reg", uncompressed_offset=1536, uncompressed_size=5, mode=0o644,
-                         uid=1000, gid=1000, uname=b"u", gname=b"g", mod_time="2024-01-02T03:04:05.5+05:30",
-                         pax_records=((b"SCHILY.xattr.user.a", b"1"), (b"mtime", b"1704144845.5"))),
-            FileMetadata(name=b"dev/null", type="char", uncompressed_offset=2560, uncompressed_size=0, mode=0o666,
-                         devmajor=1, devminor=3, mod_time=""),
+            FileMetadata(
+                name=b"etc/",
+                type="dir",
+                uncompressed_offset=512,
+                uncompressed_size=0,
+                mode=0o755,
+                uname=b"root",
+                gname=b"root",
+                mod_time="2024-01-02T03:04:05Z",
+            ),
+            FileMetadata(
+                name=b"etc/hosts",
+                type="reg",
+                uncompressed_offset=1536,
+                uncompressed_size=5,
+                mode=0o644,
+                uid=1000,
+                gid=1000,
+                uname=b"u",
+                gname=b"g",
+                mod_time="2024-01-02T03:04:05.5+05:30",
+                pax_records=((b"SCHILY.xattr.user.a", b"1"), (b"mtime", b"1704144845.5")),
+            ),
+            FileMetadata(
+                name=b"dev/null",
+                type="char",
+                uncompressed_offset=2560,
+                uncompressed_size=0,
+                mode=0o666,
+                devmajor=1,
+                devminor=3,
+                mod_time="",
+            ),
         ),
     )
     assert marshal_ztoc(empty) == UPSTREAM_EMPTY_GZIP
@@ -195,19 +240,26 @@ def test_generated_readers_see_the_same_values(z: Ztoc) -> None:
     assert (root.Version() or b"").decode() == z.version
     assert (root.BuildToolIdentifier() or b"").decode() == z.build_tool_identifier
     assert (root.CompressedArchiveSize(), root.UncompressedArchiveSize()) == (
-        z.compressed_archive_size, z.uncompressed_archive_size)
+        z.compressed_archive_size,
+        z.uncompressed_archive_size,
+    )
     toc = root.Toc()
     assert toc.MetadataLength() == len(z.entries)
     for i, e in enumerate(z.entries):
         fm = toc.Metadata(i)
         assert (fm.Name() or b"", (fm.Type() or b"").decode(), fm.Linkname() or b"") == (e.name, e.type, e.linkname)
         assert (fm.UncompressedOffset(), fm.UncompressedSize(), fm.Mode()) == (
-            e.uncompressed_offset, e.uncompressed_size, e.mode)
+            e.uncompressed_offset,
+            e.uncompressed_size,
+            e.mode,
+        )
         assert (fm.Uid(), fm.Gid(), fm.Uname() or b"", fm.Gname() or b"") == (e.uid, e.gid, e.uname, e.gname)
         assert (fm.ModTime() or b"").decode() == e.mod_time
         assert (fm.Devmajor(), fm.Devminor()) == (e.devmajor, e.devminor)
-        assert tuple((fm.Xattrs(j).Key() or b"", fm.Xattrs(j).Value() or b"")
-                     for j in range(fm.XattrsLength())) == e.pax_records
+        assert (
+            tuple((fm.Xattrs(j).Key() or b"", fm.Xattrs(j).Value() or b"") for j in range(fm.XattrsLength()))
+            == e.pax_records
+        )
     info = root.CompressionInfo()
     assert info.CompressionAlgorithm() == {"gzip": 1, "uncompressed": 2}[z.compression_algorithm]
     assert info.MaxSpanId() == z.max_span_id
@@ -270,9 +322,13 @@ def test_file_metadata_fields_are_prepended_in_upstream_order() -> None:
 
 
 def test_entries_are_written_last_to_first() -> None:
-    z = dataclasses.replace(sample_ztoc(), entries=tuple(
-        FileMetadata(name=b"f%d" % i, type="reg", uncompressed_offset=512 * (2 * i + 1), uncompressed_size=1)
-        for i in range(4)))
+    z = dataclasses.replace(
+        sample_ztoc(),
+        entries=tuple(
+            FileMetadata(name=b"f%d" % i, type="reg", uncompressed_offset=512 * (2 * i + 1), uncompressed_size=1)
+            for i in range(4)
+        ),
+    )
     toc = fb_root(marshal_ztoc(z), 0).Toc()
     positions = [toc.Metadata(i)._tab.Pos for i in range(4)]
     assert positions == sorted(positions)  # the first entry was built last, so it sits lowest
@@ -336,7 +392,7 @@ def test_huge_vector_length_is_rejected_without_allocating() -> None:
     data = bytearray(marshal_ztoc(sample_ztoc()))
     toc = fb_root(bytes(data), 0).Toc()
     vector = toc._tab.Vector(_field_offset(toc, 0)) - 4
-    data[vector:vector + 4] = struct.pack("<I", 0xFFFFFFF0)
+    data[vector : vector + 4] = struct.pack("<I", 0xFFFFFFF0)
     with pytest.raises(FormatError, match="runs past the end"):
         unmarshal_ztoc(bytes(data))
 
@@ -362,13 +418,28 @@ def test_random_bytes_only_ever_raise_format_error(data: bytes) -> None:
         unmarshal_ztoc(data)
 
 
-VALID = marshal_ztoc(Ztoc(
-    compressed_archive_size=10, uncompressed_archive_size=4096, compression_algorithm="uncompressed", max_span_id=1,
-    span_digests=("sha256:" + "cd" * 32,) * 2, checkpoints=b"\x01" * 20,
-    entries=(FileMetadata(name=b"a", type="reg", uncompressed_offset=512, uncompressed_size=3, mode=0o644, uid=1,
-                          pax_records=((b"x", b"y"),)),
-             FileMetadata(name=b"b/", type="dir", uncompressed_offset=1536, uncompressed_size=0)),
-))
+VALID = marshal_ztoc(
+    Ztoc(
+        compressed_archive_size=10,
+        uncompressed_archive_size=4096,
+        compression_algorithm="uncompressed",
+        max_span_id=1,
+        span_digests=("sha256:" + "cd" * 32,) * 2,
+        checkpoints=b"\x01" * 20,
+        entries=(
+            FileMetadata(
+                name=b"a",
+                type="reg",
+                uncompressed_offset=512,
+                uncompressed_size=3,
+                mode=0o644,
+                uid=1,
+                pax_records=((b"x", b"y"),),
+            ),
+            FileMetadata(name=b"b/", type="dir", uncompressed_offset=1536, uncompressed_size=0),
+        ),
+    )
+)
 
 
 @settings(max_examples=600, deadline=None)

@@ -257,9 +257,7 @@ async def test_a_read_that_misses_fetches_the_next_span_after_it(
     assert len(blob.reads) == 4
 
 
-async def test_no_neighbour_is_fetched_when_turned_off(
-    gz_layer: BuiltLayer, executor: ThreadPoolExecutor
-) -> None:
+async def test_no_neighbour_is_fetched_when_turned_off(gz_layer: BuiltLayer, executor: ThreadPoolExecutor) -> None:
     blob = MemoryBlob(gz_layer.blob)
     manager = _manager(gz_layer, blob, MemorySpanCache(), executor)  # neighbour_spans defaults to 0
     start, _ = manager.uncompressed_range(3)

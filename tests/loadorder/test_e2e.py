@@ -154,6 +154,8 @@ def test_export_to_upstream_prefetch_artifacts(stack: Stack, image: BuiltImage, 
         check=True, capture_output=True, text=True).stdout)  # fmt: skip
     prefetch = [d for d in index["layers"] if d["mediaType"] == "application/vnd.amazon.soci.prefetch.v1+json"]
     assert {d["annotations"]["com.amazon.soci.image-layer-digest"] for d in prefetch} == {
-        e.digest for e in document.layers if e.segments  # not the entries that carry only zTOC metadata
+        e.digest
+        for e in document.layers
+        if e.segments  # not the entries that carry only zTOC metadata
     }
     assert "subject" not in index

@@ -450,4 +450,3 @@ def test_metadata_past_the_size_limit_is_left_out_largest_first(monkeypatch: pyt
     monkeypatch.setattr(lo, "MAX_DOCUMENT_BYTES", len(lo.marshal(bare)) - 1)
     with pytest.raises(FormatError, match="over"):  # too large even without metadata: an error, not a cut
         _within_size_limit(document)
-

@@ -132,4 +132,3 @@ def get_file(g: GlobalOptions, digest: str, file: str, output: Path | None, oci_
             sys.stdout.buffer.flush()
         else:
             atomic_write(output, data)
-

@@ -205,9 +205,7 @@ class Index:
             artifact_type=_str(gojson.field(obj, "artifactType"), what),
             manifests=None
             if manifests is None
-            else tuple(
-                Descriptor.from_go(d, f"{what} manifest {i}") for i, d in enumerate(_list(manifests, what))
-            ),
+            else tuple(Descriptor.from_go(d, f"{what} manifest {i}") for i, d in enumerate(_list(manifests, what))),
             subject=None if subject is None else Descriptor.from_go(subject, f"{what} subject"),
             annotations=_annotations(gojson.field(obj, "annotations"), what),
         )

@@ -98,8 +98,20 @@ class _HeaderError(Exception):
 
 
 class _Header:
-    __slots__ = ("devmajor", "devminor", "gid", "gname", "linkname", "mode", "mtime", "name", "size",
-                 "typeflag", "uid", "uname")
+    __slots__ = (
+        "devmajor",
+        "devminor",
+        "gid",
+        "gname",
+        "linkname",
+        "mode",
+        "mtime",
+        "name",
+        "size",
+        "typeflag",
+        "uid",
+        "uname",
+    )
 
     def __init__(self) -> None:
         self.name = b""
@@ -187,18 +199,33 @@ class TocBuilder:
         self._finished = True
         if not self._done:
             if self._partial:
-                self._fail(FormatError(f"tar: archive truncated inside the header block at offset "
-                                       f"{self._pos - len(self._partial)}"))
+                self._fail(
+                    FormatError(
+                        f"tar: archive truncated inside the header block at offset {self._pos - len(self._partial)}"
+                    )
+                )
             if self._meta_left:
-                self._fail(FormatError(f"tar: archive truncated inside the extended header at offset "
-                                       f"{self._meta_offset}: {self._meta_left} bytes missing"))
+                self._fail(
+                    FormatError(
+                        f"tar: archive truncated inside the extended header at offset "
+                        f"{self._meta_offset}: {self._meta_left} bytes missing"
+                    )
+                )
             if self._sparse is not None:
-                self._fail(FormatError(f"tar: archive truncated inside the sparse map of entry "
-                                       f"{self._sparse.hdr.name!r} at offset {self._sparse.offset}"))
+                self._fail(
+                    FormatError(
+                        f"tar: archive truncated inside the sparse map of entry "
+                        f"{self._sparse.hdr.name!r} at offset {self._sparse.offset}"
+                    )
+                )
             if self._skip and self._pos < self._data_end:
                 name = self._entries[-1].name if self._entries else b""
-                self._fail(FormatError(f"tar: archive truncated inside the data of entry {name!r}: "
-                                       f"{self._data_end - self._pos} bytes missing at offset {self._pos}"))
+                self._fail(
+                    FormatError(
+                        f"tar: archive truncated inside the data of entry {name!r}: "
+                        f"{self._data_end - self._pos} bytes missing at offset {self._pos}"
+                    )
+                )
         # Go stops at the end-of-archive marker, or reports a clean EOF at a block boundary or in padding.
         return TocResult(entries=self._entries, uncompressed_archive_size=self._pos)
 
@@ -228,7 +255,7 @@ class TocBuilder:
                 continue
             if self._meta_left:
                 take = min(self._meta_left, n - i)
-                self._meta_buf += view[i:i + take]
+                self._meta_buf += view[i : i + take]
                 i += take
                 self._pos += take
                 self._meta_left -= take
@@ -236,12 +263,12 @@ class TocBuilder:
                     self._end_meta()
                 continue
             if not self._partial and n - i >= BLOCK_SIZE:
-                block = bytes(view[i:i + BLOCK_SIZE])
+                block = bytes(view[i : i + BLOCK_SIZE])
                 i += BLOCK_SIZE
                 self._pos += BLOCK_SIZE
             else:
                 take = min(BLOCK_SIZE - len(self._partial), n - i)
-                self._partial += view[i:i + take]
+                self._partial += view[i : i + take]
                 i += take
                 self._pos += take
                 if len(self._partial) < BLOCK_SIZE:
@@ -260,8 +287,10 @@ class TocBuilder:
             self._after_zero_block = True
             return
         if self._after_zero_block:
-            raise FormatError(f"tar: non-zero block at offset {offset} after the zero block at offset "
-                              f"{offset - BLOCK_SIZE}; want a second zero block or the end of the archive")
+            raise FormatError(
+                f"tar: non-zero block at offset {offset} after the zero block at offset "
+                f"{offset - BLOCK_SIZE}; want a second zero block or the end of the archive"
+            )
         try:
             hdr = _parse_header(block)
         except _HeaderError as exc:
@@ -270,8 +299,9 @@ class TocBuilder:
         if flag in (_TYPE_XHEADER, _TYPE_LONGNAME, _TYPE_LONGLINK):
             self._begin_meta(hdr, offset)
         elif flag == _TYPE_XGLOBAL:
-            raise UnsupportedEntry(f"unsupported input tar entry {hdr.name!r} at offset {offset}: "
-                                   f"typeflag 'g' (PAX global header)")
+            raise UnsupportedEntry(
+                f"unsupported input tar entry {hdr.name!r} at offset {offset}: typeflag 'g' (PAX global header)"
+            )
         else:
             self._add_entry(hdr, offset)
 
@@ -279,8 +309,10 @@ class TocBuilder:
         if hdr.size < 0:
             raise FormatError(f"tar: meta entry {hdr.name!r} at offset {offset} has negative size {hdr.size}")
         if hdr.size > MAX_SPECIAL_FILE_SIZE:
-            raise FormatError(f"tar: meta entry {hdr.name!r} at offset {offset} is {hdr.size} bytes, "
-                              f"over the {MAX_SPECIAL_FILE_SIZE}-byte limit")
+            raise FormatError(
+                f"tar: meta entry {hdr.name!r} at offset {offset} is {hdr.size} bytes, "
+                f"over the {MAX_SPECIAL_FILE_SIZE}-byte limit"
+            )
         self._meta_type = hdr.typeflag
         self._meta_left = hdr.size
         self._meta_pad = -hdr.size % BLOCK_SIZE
@@ -327,45 +359,51 @@ class TocBuilder:
             flag = ord("5") if hdr.name.endswith(b"/") else ord("0")
         type_name = _TYPE_NAMES.get(flag)
         if type_name is None:
-            raise UnsupportedEntry(f"unsupported input tar entry {hdr.name!r} at offset {offset}: "
-                                   f"typeflag {chr(flag)!r}")
+            raise UnsupportedEntry(
+                f"unsupported input tar entry {hdr.name!r} at offset {offset}: typeflag {chr(flag)!r}"
+            )
         data_size = 0 if flag in _HEADER_ONLY_TYPES else hdr.size
         if data_size < 0:
             raise FormatError(f"tar: entry {hdr.name!r} at offset {offset} has negative size {hdr.size}")
         if self._strict:
             if pax is not None and _is_pax_sparse(pax):
                 name = pax.get(b"GNU.sparse.name") or hdr.name
-                raise UnsupportedEntry(f"unsupported input tar entry {name!r} at offset {offset}: "
-                                       f"GNU sparse file in PAX format")
+                raise UnsupportedEntry(
+                    f"unsupported input tar entry {name!r} at offset {offset}: GNU sparse file in PAX format"
+                )
         elif pax is not None and _is_pax_sparse(pax):
             self._begin_sparse(hdr, type_name, pax, flag, data_size, offset)
             return
         self._append(hdr, type_name, pax, data_size, data_size)
 
-    def _append(self, hdr: _Header, type_name: str, pax: dict[bytes, bytes] | None, data_left: int,
-                data_size: int) -> None:
+    def _append(
+        self, hdr: _Header, type_name: str, pax: dict[bytes, bytes] | None, data_left: int, data_size: int
+    ) -> None:
         """Record the entry whose data starts here; ``data_left`` of its ``data_size`` stored bytes follow."""
-        self._entries.append(FileMetadata(
-            name=hdr.name,
-            type=type_name,
-            uncompressed_offset=self._pos,
-            uncompressed_size=hdr.size,
-            linkname=hdr.linkname,
-            mode=hdr.mode,
-            uid=hdr.uid & _UINT32_MASK,
-            gid=hdr.gid & _UINT32_MASK,
-            uname=hdr.uname,
-            gname=hdr.gname,
-            mod_time=self._time_text(hdr.mtime),
-            devmajor=hdr.devmajor,
-            devminor=hdr.devminor,
-            pax_records=tuple(sorted(pax.items())) if pax else (),
-        ))
+        self._entries.append(
+            FileMetadata(
+                name=hdr.name,
+                type=type_name,
+                uncompressed_offset=self._pos,
+                uncompressed_size=hdr.size,
+                linkname=hdr.linkname,
+                mode=hdr.mode,
+                uid=hdr.uid & _UINT32_MASK,
+                gid=hdr.gid & _UINT32_MASK,
+                uname=hdr.uname,
+                gname=hdr.gname,
+                mod_time=self._time_text(hdr.mtime),
+                devmajor=hdr.devmajor,
+                devminor=hdr.devminor,
+                pax_records=tuple(sorted(pax.items())) if pax else (),
+            )
+        )
         self._data_end = self._pos + data_left
         self._skip = data_left + (-data_size % BLOCK_SIZE)
 
-    def _begin_sparse(self, hdr: _Header, type_name: str, pax: dict[bytes, bytes], flag: int, data_size: int,
-                      offset: int) -> None:
+    def _begin_sparse(
+        self, hdr: _Header, type_name: str, pax: dict[bytes, bytes], flag: int, data_size: int, offset: int
+    ) -> None:
         """Go's reading of a GNU sparse file in PAX form (``readGNUSparsePAXHeaders``), as upstream records it.
 
         The entry gets its real name and size from the GNU.sparse records; format 1.0 keeps its map in front
@@ -380,8 +418,9 @@ class TocBuilder:
             try:
                 hdr.size = _parse_go_int(b"GNU.sparse.size", real_size)
             except _HeaderError as exc:
-                raise FormatError(f"tar: invalid GNU sparse record for entry {hdr.name!r} at offset {offset}: "
-                                  f"{exc}") from None
+                raise FormatError(
+                    f"tar: invalid GNU sparse record for entry {hdr.name!r} at offset {offset}: {exc}"
+                ) from None
         if (pax.get(_PAX_SPARSE_MAJOR), pax.get(_PAX_SPARSE_MINOR)) == (b"1", b"0"):
             self._sparse = _SparseMap(hdr, type_name, pax, data_size, offset)
             self._need_sparse_block()
@@ -398,11 +437,14 @@ class TocBuilder:
         sparse = self._sparse
         assert sparse is not None
         if sparse.data_left < BLOCK_SIZE:
-            raise FormatError(f"tar: sparse map of entry {sparse.hdr.name!r} at offset {sparse.offset} runs past "
-                              f"its data")
+            raise FormatError(
+                f"tar: sparse map of entry {sparse.hdr.name!r} at offset {sparse.offset} runs past its data"
+            )
         if len(sparse.buf) + BLOCK_SIZE > MAX_SPECIAL_FILE_SIZE:
-            raise FormatError(f"tar: sparse map of entry {sparse.hdr.name!r} at offset {sparse.offset} is over the "
-                              f"{MAX_SPECIAL_FILE_SIZE}-byte limit")
+            raise FormatError(
+                f"tar: sparse map of entry {sparse.hdr.name!r} at offset {sparse.offset} is over the "
+                f"{MAX_SPECIAL_FILE_SIZE}-byte limit"
+            )
 
     def _on_sparse_block(self, block: bytes) -> None:
         """One more block of a sparse 1.0 map: newline-terminated decimal count, then offset/length pairs."""
@@ -424,7 +466,7 @@ class TocBuilder:
             if lines < sparse.wanted:
                 self._need_sparse_block()
                 return
-        numbers = tokens[1:sparse.wanted]
+        numbers = tokens[1 : sparse.wanted]
         if len(numbers) // 2 > 1 << 20:
             raise FormatError(f"tar: sparse map of {name!r} at offset {offset} has too many entries")
         try:
@@ -588,7 +630,7 @@ def _parse_pax(data: bytes) -> dict[bytes, bytes]:
         record_end = pos + length
         if data[record_end - 1] != 0x0A:
             raise _HeaderError(f"record at byte {pos} does not end in a newline")
-        key, eq, value = data[space + 1:record_end - 1].partition(b"=")
+        key, eq, value = data[space + 1 : record_end - 1].partition(b"=")
         if not eq or not key:
             raise _HeaderError(f"record at byte {pos} is not key=value")
         if b"\x00" in (value if key in _PAX_STRING_KEYS else key):
@@ -692,5 +734,3 @@ def _valid_sparse_regions(regions: list[tuple[int, int]], size: int) -> bool:
             return False
         previous_end = start + length
     return True
-
-

@@ -52,7 +52,7 @@ class FileMetadata:
     def xattrs(self) -> dict[bytes, bytes]:
         """Extended attributes as exposed at run time: ``SCHILY.xattr.*`` PAX records, prefix stripped."""
         prefix = b"SCHILY.xattr."
-        return {k[len(prefix):]: v for k, v in self.pax_records if k.startswith(prefix)}
+        return {k[len(prefix) :]: v for k, v in self.pax_records if k.startswith(prefix)}
 
 
 @dataclass(frozen=True, slots=True)

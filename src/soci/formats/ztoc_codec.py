@@ -150,8 +150,9 @@ class _GoBuilder:
         existing = self.vtables.get(key)
         if existing is None:
             # Voffsets are 2 bytes and the offset is 4-aligned here, so no padding goes in between.
-            self.pieces.append(struct.pack(f"<{len(key) + 2}H", 2 * (len(key) + 2),
-                                           object_offset - self.object_end, *key))
+            self.pieces.append(
+                struct.pack(f"<{len(key) + 2}H", 2 * (len(key) + 2), object_offset - self.object_end, *key)
+            )
             self.offset += 2 * (len(key) + 2)
             self.minalign = max(self.minalign, 2)
             existing = self.offset
@@ -247,7 +248,7 @@ def _write_entry(b: _GoBuilder, e: FileMetadata) -> int:
         off = b.offset
     else:
         if off & 3:
-            pieces.append(_ZEROS[:-off & 3])
+            pieces.append(_ZEROS[: -off & 3])
             off += -off & 3
         pieces.append(_EMPTY_VECTOR)
         off += 4
@@ -429,7 +430,7 @@ class TableReader:
         end = start + 4 + _unpack_u32(self.buf, start)[0]
         if end > self.size:
             raise FormatError(f"cannot unmarshal ztoc: string at {start} runs past the end of the buffer")
-        return self.buf[start + 4:end]
+        return self.buf[start + 4 : end]
 
     def vector(self, table: int, field: int, element_size: int) -> tuple[int, int]:
         """(position of the first element, element count) of a vector field; (0, 0) when absent."""
@@ -439,8 +440,9 @@ class TableReader:
         start = (at + _unpack_u32(self.buf, at)[0]) & _U32
         count = _unpack_u32(self.buf, start)[0]
         if start + 4 + count * element_size > self.size:
-            raise FormatError(f"cannot unmarshal ztoc: vector of {count} elements at {start} runs past the end "
-                              f"of the buffer")
+            raise FormatError(
+                f"cannot unmarshal ztoc: vector of {count} elements at {start} runs past the end of the buffer"
+            )
         return start + 4, count
 
     def table_at(self, element: int) -> int:
@@ -480,7 +482,7 @@ class TableReader:
             digest = self._vector_string(first + 4 * i)
             span_digests.append(digest if is_digest(digest) else "")
         first, count = self.vector(info, info_fields[3], 1)
-        checkpoints = buf[first:first + count]
+        checkpoints = buf[first : first + count]
 
         entries.sort(key=_data_offset)
         _check_header_room(entries)
@@ -501,7 +503,7 @@ class TableReader:
         end = start + 4 + _unpack_u32(self.buf, start)[0]
         if end > self.size:
             raise FormatError(f"cannot unmarshal ztoc: string at {start} runs past the end of the buffer")
-        return _decode(self.buf[start + 4:end])
+        return _decode(self.buf[start + 4 : end])
 
     def entry(self, table: int) -> FileMetadata:
         buf = self.buf
@@ -546,8 +548,10 @@ def _check_header_room(entries: list[FileMetadata]) -> None:
     next_header = 0
     for e in entries:
         if next_header > e.uncompressed_offset:
-            raise FormatError(f"cannot unmarshal ztoc: invalid toc entry {e.name!r}: data offset "
-                              f"{e.uncompressed_offset} is before the end of the previous entry ({next_header})")
+            raise FormatError(
+                f"cannot unmarshal ztoc: invalid toc entry {e.name!r}: data offset "
+                f"{e.uncompressed_offset} is before the end of the previous entry ({next_header})"
+            )
         end = e.uncompressed_offset + e.uncompressed_size
         next_header = end + (-end % TAR_BLOCK_SIZE)
 

@@ -109,8 +109,9 @@ def convert_image(
         wanted = [d for d in image_manifests if exists(d.digest)]
     else:
         want_platforms = list(platforms) or (
-            [_platform_or_default(image_manifests[0])] if len(manifests) == 1 and image_manifests else
-            [default_platform()]
+            [_platform_or_default(image_manifests[0])]
+            if len(manifests) == 1 and image_manifests
+            else [default_platform()]
         )
         wanted = []
         for p in want_platforms:
@@ -244,4 +245,3 @@ def resolve_layout_target(index_json: bytes, source: ImageSource, where: str) ->
 def layout_index_json(target: Descriptor) -> bytes:
     """A fresh index.json naming only ``target``."""
     return Index(schema_version=2, media_type=MEDIA_TYPE_OCI_INDEX, manifests=(target,)).marshal()
-

@@ -48,9 +48,7 @@ def read_verified(ztoc: Ztoc, read_compressed: Callable[[int, int], bytes], offs
     def from_buffer(at: int, size: int) -> bytes:
         return bytes(view[at - start : at - start + size])
 
-    return extract(
-        zinfo, ztoc.compressed_archive_size, ztoc.uncompressed_archive_size, from_buffer, offset, length
-    )
+    return extract(zinfo, ztoc.compressed_archive_size, ztoc.uncompressed_archive_size, from_buffer, offset, length)
 
 
 def check_span_digests(

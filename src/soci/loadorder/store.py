@@ -130,8 +130,11 @@ async def find_load_order(client: RegistryClient, repo: str, subject_digest: str
     manifest = Manifest.unmarshal(data, f"load order artifact {stored.manifest_digest}")
     layers = manifest.layers or ()
     kinds = [layer.media_type for layer in layers]
-    if not kinds or kinds[0] != lo.MEDIA_TYPE_LOAD_ORDER or kinds.count(lo.MEDIA_TYPE_LOAD_ORDER) > 1 or (
-        kinds.count(lo.MEDIA_TYPE_ZTOC_METADATA) > 1
+    if (
+        not kinds
+        or kinds[0] != lo.MEDIA_TYPE_LOAD_ORDER
+        or kinds.count(lo.MEDIA_TYPE_LOAD_ORDER) > 1
+        or (kinds.count(lo.MEDIA_TYPE_ZTOC_METADATA) > 1)
     ):
         raise FormatError(f"load order artifact {stored.manifest_digest} must have one {lo.MEDIA_TYPE_LOAD_ORDER} "
                           f"layer first, and at most one {lo.MEDIA_TYPE_ZTOC_METADATA} layer")  # fmt: skip

@@ -537,9 +537,7 @@ class RegistryClient:
             await self._referrers_from_api(repo, digest, None)
         return self._referrers_api[repo]
 
-    async def _referrers_either_way(
-        self, repo: str, digest: str, artifact_type: str | None
-    ) -> list[dict[str, Any]]:
+    async def _referrers_either_way(self, repo: str, digest: str, artifact_type: str | None) -> list[dict[str, Any]]:
         """The API's answer, or the fallback tag's where the API is missing; both requests sent at once."""
         fallback = asyncio.ensure_future(self._read_referrers_index(repo, referrers_tag(digest)))
         try:

@@ -171,4 +171,3 @@ def snapshots_handler(service: SnapshotsService) -> Any:
             response_serializer=method.response.SerializeToString,
         )
     return grpc.method_handlers_generic_handler(api.SNAPSHOTS_SERVICE, handlers)
-

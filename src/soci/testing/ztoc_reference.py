@@ -19,8 +19,9 @@ def marshal_with_builder(z: Ztoc) -> bytes:
     offsets = [0] * len(z.entries)
     for i in range(len(z.entries) - 1, -1, -1):
         e = z.entries[i]
-        strings = [b.CreateString(s) for s in (e.name, e.type.encode(), e.linkname, e.uname, e.gname,
-                                               e.mod_time.encode())]
+        strings = [
+            b.CreateString(s) for s in (e.name, e.type.encode(), e.linkname, e.uname, e.gname, e.mod_time.encode())
+        ]
         xattrs = []
         for key, value in sorted(dict(e.pax_records).items()):
             k, v = b.CreateString(key), b.CreateString(value)
