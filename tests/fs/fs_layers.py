@@ -144,6 +144,8 @@ def every_entry_type_tar(seed: int = 1) -> bytes:
     # big uid/gid and old/new times
     w.file("owners/big-ids", b"b", uid=2_000_000_000, gid=65534, mtime=0)
     w.file("owners/future", b"f", pax={"mtime": "4102444800.5"})
+    w.file("owners/before-1970", b"p", pax={"mtime": "-86400.25"})  # EROFS stores it as u64, the kernel as s64
+    w.file("owners/max-ids", b"m", uid=4294967294, gid=4294967294)
     return w.finish()
 
 
