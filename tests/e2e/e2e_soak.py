@@ -172,6 +172,10 @@ def soak(registry: RegistryServer, workdir: Path, containers: int, images: int) 
         with ThreadPoolExecutor(containers) as pool:
             futures = [pool.submit(worker, i) for i in range(containers)]
             first_round.wait(timeout=900)
+            # a short first round can end before the sampler thread (competing with the workers for the GIL)
+            # has looked at this daemon: wait for one sample of it, so the figures cover both daemons
+            first_pid = stack.daemon.pid
+            assert wait_until(lambda: first_pid in samples.pids, 30), "the sampler never saw the first daemon"
             assert stack.daemon.stop(signal.SIGKILL) is not None
             down = time.monotonic()
             killed.set()
@@ -180,6 +184,8 @@ def soak(registry: RegistryServer, workdir: Path, containers: int, images: int) 
             gap_ms = (time.monotonic() - down) * 1000
             for future in futures:
                 future.result()
+        second_pid = stack.daemon.pid
+        assert wait_until(lambda: second_pid in samples.pids, 30), "the sampler never saw the restarted daemon"
         done.set()
         sampler.join()
         fds_after = process_fds(stack.daemon.pid)
