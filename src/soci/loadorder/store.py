@@ -134,7 +134,7 @@ async def find_load_order(client: RegistryClient, repo: str, subject_digest: str
         not kinds
         or kinds[0] != lo.MEDIA_TYPE_LOAD_ORDER
         or kinds.count(lo.MEDIA_TYPE_LOAD_ORDER) > 1
-        or (kinds.count(lo.MEDIA_TYPE_ZTOC_METADATA) > 1)
+        or kinds.count(lo.MEDIA_TYPE_ZTOC_METADATA) > 1
     ):
         raise FormatError(f"load order artifact {stored.manifest_digest} must have one {lo.MEDIA_TYPE_LOAD_ORDER} "
                           f"layer first, and at most one {lo.MEDIA_TYPE_ZTOC_METADATA} layer")  # fmt: skip
